@@ -1,0 +1,190 @@
+"""The four engine interfaces and the plain values that cross them.
+
+Engines know nothing about the Realtime protocol: they take audio as float32 numpy arrays
+(mono, at the engine's own ``sample_rate``) and text as ``str``, and they are called from
+``trio.to_thread`` worker threads. Every long call takes a :class:`CancelToken` and returns at
+its next token/chunk once the token is cancelled.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+class CancelToken:
+    """Set by the I/O shell when the work it asked for is no longer wanted."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class EngineError(Exception):
+    """An engine could not do what it was asked (bad model output, remote failure, ...)."""
+
+
+class MissingDependency(EngineError):
+    """An engine's optional dependency or model file is not installed; ``extra`` names the fix."""
+
+    def __init__(self, engine: str, extra: str, detail: str) -> None:
+        super().__init__(
+            f"{engine} needs {detail}; install it with: pip install -e '.[{extra}]'"
+        )
+        self.engine = engine
+        self.extra = extra
+
+
+# --- VAD -------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class VAD(Protocol):
+    """Speech probability per fixed-size frame; the turn logic lives in ``protocol``."""
+
+    sample_rate: int  #: Hz of the frames it accepts (16 000 for Silero)
+    frame_samples: int  #: samples per frame (512 = 32 ms at 16 kHz for Silero)
+
+    def probability(self, frame: FloatAudio) -> float:
+        """Speech probability in [0, 1] of one frame of exactly ``frame_samples`` samples."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the recurrent state (start of a new session)."""
+        ...
+
+
+# --- STT -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Transcript:
+    text: str
+    audio_seconds: float  #: duration of the audio that was transcribed
+    language: str | None = None
+
+
+@runtime_checkable
+class STT(Protocol):
+    sample_rate: int  #: Hz of the audio it accepts (16 000)
+
+    def transcribe(
+        self,
+        audio: FloatAudio,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        partial: bool = False,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Transcribe one segment. ``partial=True`` asks for a fast hypothesis of a segment
+        that is still growing (live transcription); engines may trade accuracy for speed."""
+        ...
+
+
+# --- LLM -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ToolCallRequest:
+    """A function call made by the assistant in the history."""
+
+    call_id: str
+    name: str
+    arguments: str  #: JSON text
+
+
+@attrs.frozen
+class ChatMessage:
+    """One turn of the history in the engine's terms.
+
+    ``role="tool"`` carries a function result (``tool_call_id`` + ``content``);
+    an assistant message may carry ``tool_calls`` and empty content.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
+
+
+@attrs.frozen
+class FunctionTool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = attrs.field(factory=dict)  #: JSON Schema
+
+
+@attrs.frozen
+class LLMRequest:
+    instructions: str
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[FunctionTool, ...] = ()
+    #: "auto" | "none" | "required" | a function name to force
+    tool_choice: str = "auto"
+    max_output_tokens: int | None = None  #: None = the engine's own limit
+    temperature: float | None = None
+
+
+@attrs.frozen
+class TextDelta:
+    text: str
+
+
+@attrs.frozen
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str  #: JSON text
+
+
+@attrs.frozen
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    #: True when generation stopped at ``max_output_tokens``
+    truncated: bool = False
+
+
+LLMEvent = TextDelta | ToolCall | Usage
+
+
+@runtime_checkable
+class LLM(Protocol):
+    def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        """Yield text deltas and tool calls as they are generated, then one ``Usage``.
+        Stops at the next token once ``cancel`` is set."""
+        ...
+
+
+# --- TTS -------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TTS(Protocol):
+    sample_rate: int  #: Hz of the audio it yields
+
+    def voices(self) -> Sequence[str]:
+        """Names accepted as ``voice``; any other name falls back to the default voice."""
+        ...
+
+    def synthesize(
+        self, text: str, *, voice: str | None, speed: float, cancel: CancelToken
+    ) -> Iterator[FloatAudio]:
+        """Yield float32 mono chunks of speech for ``text`` as they are produced.
+        ``speed`` is a multiple of the natural rate (0.25-1.5). Stops at the next chunk once
+        ``cancel`` is set."""
+        ...

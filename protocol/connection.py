@@ -1,0 +1,626 @@
+"""``RealtimeConnection``: one Realtime session as a sans-IO state machine.
+
+Feed it client frames (:meth:`receive_frame`) and what the engines produced (:meth:`feed`);
+each call returns an :class:`Output`: the server events to send, in order, and the effects the
+I/O shell must carry out. The rules of the input audio buffer are the table
+:data:`INPUT_TRANSITIONS`; those of each response are in ``responses.py``. A client event the
+rules do not allow becomes exactly one ``error`` event and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from . import events as ev
+from . import ids
+from . import inputs as ins
+from .codec import decode_base64_audio, parse_client_event
+from .conversation import Conversation
+from .effects import (
+    AppendInputAudio,
+    CancelResponse,
+    ClearInputAudio,
+    CommitInputAudio,
+    Effect,
+    ResponsePlan,
+    StartResponse,
+    TranscribeItemAudio,
+    TranscribeLive,
+)
+from .errors import IllegalTransition, ProtocolError
+from .items import Content, Item, MessageItem
+from .responses import Phase, ResponseRun
+from .session import BYTES_PER_MS, SessionConfig
+from .turns import SpeechStart, SpeechStop, TurnDetector
+
+#: OpenAI refuses to commit less audio than this
+MIN_COMMIT_MS = 100
+SESSION_LIFETIME_S = 60 * 60
+
+
+class InputState(enum.Enum):
+    EMPTY = "empty"  # no uncommitted audio
+    HAS_AUDIO = "has_audio"  # uncommitted audio, no speech detected in it
+    SPEECH = "speech"  # the VAD is inside a speech segment
+
+
+INPUT_TRANSITIONS: dict[InputState, dict[str, InputState]] = {
+    InputState.EMPTY: {"append": InputState.HAS_AUDIO, "clear": InputState.EMPTY},
+    InputState.HAS_AUDIO: {
+        "append": InputState.HAS_AUDIO,
+        "speech_started": InputState.SPEECH,
+        "commit": InputState.EMPTY,
+        "clear": InputState.EMPTY,
+    },
+    InputState.SPEECH: {
+        "append": InputState.SPEECH,
+        "speech_stopped": InputState.EMPTY,
+        "commit": InputState.EMPTY,
+        "clear": InputState.EMPTY,
+        "vad_off": InputState.HAS_AUDIO,
+    },
+}
+
+
+@attrs.define
+class Output:
+    """What one call produced: events to send in order, then effects to carry out."""
+
+    events: list[ev.ServerEvent] = attrs.Factory(list)
+    effects: list[Effect] = attrs.Factory(list)
+
+
+def _stale(_: Any) -> None:
+    """Results for work that was cancelled, cleared or deleted are dropped, by design."""
+
+
+class RealtimeConnection:
+    """The protocol state of one connection. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "gpt-realtime",
+        voice: str = "alloy",
+        session_id: str | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.session = SessionConfig.initial(
+            session_id or ids.session_id(), model, int(now()) + SESSION_LIFETIME_S, voice
+        )
+        self.conversation = Conversation()
+        self.conversation_id = ids.conversation_id()
+        self.input_state = InputState.EMPTY
+        self.timeline_ms = 0.0  #: ms of input audio appended since the session began
+        self.buffer_start_ms = 0.0  #: where the uncommitted input audio begins
+        self.speech_item_id: str | None = None
+        self.speech_start_ms = 0
+        self.turns = self._new_detector()
+        self.responses: dict[str, ResponseRun] = {}  #: responses not yet done
+        self.default_response_id: str | None = None  #: the active default-conversation response
+        self.last_response_id: str | None = None
+        #: committed items whose transcript is still being made
+        self.pending_transcripts: set[str] = set()
+        #: live transcript text already sent as deltas, per item
+        self.transcript_sent: dict[str, str] = {}
+        #: finished assistant audio: item id -> (audio ms, transcript segments)
+        self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
+        self.started = False
+
+    # --- public API --------------------------------------------------------------------------
+
+    def start(self) -> Output:
+        """``session.created``: the first event of every connection, sent once."""
+        if self.started:
+            raise IllegalTransition("the session was already started")
+        self.started = True
+        return Output([ev.SessionCreated(session=self.session.to_wire())])
+
+    def receive_frame(self, frame: str | bytes) -> Output:
+        """One WebSocket frame from the client."""
+        try:
+            event = parse_client_event(frame)
+        except ProtocolError as error:
+            return Output([self.error_event(error)])
+        return self.handle(event)
+
+    def handle(self, event: ev.ClientEvent) -> Output:
+        """One parsed client event. Errors become one ``error`` event and change nothing."""
+        out = Output()
+        try:
+            self._CLIENT_HANDLERS[type(event)](self, event, out)
+        except ProtocolError as error:
+            return Output([self.error_event(error.with_event_id(event.event_id))])
+        return out
+
+    def feed(self, result: ins.EngineResult) -> Output:
+        """One result from the engines (VAD frame, transcript, response output)."""
+        out = Output()
+        self._RESULT_HANDLERS[type(result)](self, result, out)
+        return out
+
+    @staticmethod
+    def error_event(error: ProtocolError) -> ev.Error:
+        return ev.Error(
+            code=error.code,
+            message=error.message,
+            param=error.param,
+            client_event_id=error.event_id,
+        )
+
+    # --- input audio buffer ------------------------------------------------------------------
+
+    def _go(self, trigger: str) -> None:
+        try:
+            self.input_state = INPUT_TRANSITIONS[self.input_state][trigger]
+        except KeyError:
+            raise IllegalTransition(
+                f"input audio buffer: '{trigger}' is not allowed in state {self.input_state.value}"
+            ) from None
+
+    def _new_detector(self) -> TurnDetector | None:
+        td = self.session.turn_detection
+        return None if td is None else TurnDetector(td)
+
+    def _on_append(self, event: ev.InputAudioBufferAppend, out: Output) -> None:
+        fmt = self.session.input_format
+        if fmt == "audio/pcm" and len(event.audio) % 2:
+            raise ProtocolError(
+                "invalid_value",
+                "Invalid 'audio': audio/pcm input must be 16-bit samples (an even number of "
+                f"bytes), got {len(event.audio)} bytes.",
+                "audio",
+            )
+        if not event.audio:
+            return
+        self._go("append")
+        self.timeline_ms += len(event.audio) / BYTES_PER_MS[fmt]
+        out.effects.append(AppendInputAudio(event.audio, fmt, self.turns is not None))
+
+    def _on_commit(self, event: ev.InputAudioBufferCommit, out: Output) -> None:
+        buffered = self.timeline_ms - self.buffer_start_ms
+        if self.input_state is InputState.EMPTY or buffered < MIN_COMMIT_MS:
+            raise ProtocolError(
+                "input_audio_buffer_commit_empty",
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {max(buffered, 0):.2f}ms "
+                "of audio.",
+            )
+        item_id = self.speech_item_id or ids.item_id()
+        self._go("commit")
+        self._commit(item_id, int(self.buffer_start_ms), int(self.timeline_ms), out)
+        self.buffer_start_ms = self.timeline_ms
+
+    def _commit(self, item_id: str, start_ms: int, end_ms: int, out: Output) -> None:
+        """The buffer's audio becomes a user item; its transcript is on its way."""
+        self.speech_item_id = None
+        if self.turns is not None:
+            self.turns.reset()
+        item = MessageItem(
+            id=item_id, role="user", content=(Content("input_audio", transcript=None),)
+        )
+        previous = self.conversation.insert(item)
+        self.pending_transcripts.add(item_id)
+        out.events += [
+            ev.InputAudioBufferCommitted(previous_item_id=previous, item_id=item_id),
+            ev.ConversationItemAdded(previous_item_id=previous, item=item),
+            ev.ConversationItemDone(previous_item_id=previous, item=item),
+        ]
+        transcription = self.session.transcription or {}
+        out.effects.append(
+            CommitInputAudio(
+                item_id,
+                start_ms,
+                end_ms,
+                language=transcription.get("language"),
+                prompt=transcription.get("prompt"),
+            )
+        )
+
+    def _on_clear(self, event: ev.InputAudioBufferClear, out: Output) -> None:
+        self._go("clear")
+        self.buffer_start_ms = self.timeline_ms
+        self.speech_item_id = None
+        if self.turns is not None:
+            self.turns.reset()
+        out.events.append(ev.InputAudioBufferCleared())
+        out.effects.append(ClearInputAudio())
+
+    def _on_vad_frame(self, frame: ins.VadFrame, out: Output) -> None:
+        if self.turns is None or frame.end_ms <= self.buffer_start_ms:
+            return _stale(frame)  # VAD off, or audio already committed/cleared
+        signal = self.turns.feed(frame.end_ms, frame.duration_ms, frame.probability)
+        td = self.session.turn_detection
+        assert td is not None
+        if isinstance(signal, SpeechStart):
+            self._go("speech_started")
+            self.speech_item_id = ids.item_id()
+            self.speech_start_ms = max(signal.audio_start_ms, int(self.buffer_start_ms))
+            out.events.append(
+                ev.InputAudioBufferSpeechStarted(
+                    audio_start_ms=self.speech_start_ms, item_id=self.speech_item_id
+                )
+            )
+            if self.session.transcription is not None:
+                start = max(int(self.buffer_start_ms), self.speech_start_ms - td.prefix_padding_ms)
+                out.effects.append(TranscribeLive(self.speech_item_id, start))
+            if td.interrupt_response and self.default_response_id is not None:
+                self._cancel(self.responses[self.default_response_id], "turn_detected", out)
+        elif isinstance(signal, SpeechStop):
+            item_id = self.speech_item_id
+            assert item_id is not None
+            end_ms = signal.audio_end_ms
+            start = max(int(self.buffer_start_ms), self.speech_start_ms - td.prefix_padding_ms)
+            out.events.append(
+                ev.InputAudioBufferSpeechStopped(audio_end_ms=end_ms, item_id=item_id)
+            )
+            self._go("speech_stopped")
+            self._commit(item_id, start, end_ms, out)
+            self.buffer_start_ms = float(end_ms)
+            if self.timeline_ms > self.buffer_start_ms:
+                self._go("append")  # audio after the turn's end stays for the next turn
+            if td.create_response and self.default_response_id is None:
+                self._create_response(ev.ResponseParams(), out)
+
+    # --- session -----------------------------------------------------------------------------
+
+    def _on_session_update(self, event: ev.SessionUpdate, out: Output) -> None:
+        voice_locked = any(
+            isinstance(item, MessageItem)
+            and item.role == "assistant"
+            and item.id in self.audio_items
+            for item in self.conversation
+        ) or any(run.audio_bytes_sent for run in self.responses.values())
+        before = self.session
+        self.session = before.updated(event.session, voice_locked=voice_locked)
+        if self.session.turn_detection != before.turn_detection:
+            self.turns = self._new_detector()
+            if self.input_state is InputState.SPEECH and self.turns is None:
+                self._go("vad_off")
+                self.speech_item_id = None
+        out.events.append(ev.SessionUpdated(session=self.session.to_wire()))
+
+    # --- conversation ------------------------------------------------------------------------
+
+    def _on_item_create(self, event: ev.ConversationItemCreate, out: Output) -> None:
+        item = event.item
+        audio = [c for c in getattr(item, "content", ()) if c.type == "input_audio" and c.audio]
+        decoded: list[bytes] = []
+        if audio:
+            fmt = self.session.input_format
+            for index, content in enumerate(audio):
+                data = decode_base64_audio(content.audio or "", f"item.content[{index}].audio")
+                if fmt == "audio/pcm" and len(data) % 2:
+                    raise ProtocolError(
+                        "invalid_value",
+                        "Invalid audio: audio/pcm input must be 16-bit samples.",
+                        f"item.content[{index}].audio",
+                    )
+                decoded.append(data)
+            item = attrs.evolve(
+                item,
+                content=tuple(attrs.evolve(c, audio=None) for c in item.content),  # type: ignore[union-attr]
+            )
+        previous = self.conversation.insert(item, event.previous_item_id)
+        out.events += [
+            ev.ConversationItemAdded(previous_item_id=previous, item=item),
+            ev.ConversationItemDone(previous_item_id=previous, item=item),
+        ]
+        if decoded:
+            transcription = self.session.transcription or {}
+            self.pending_transcripts.add(item.id)
+            out.effects.append(
+                TranscribeItemAudio(
+                    item.id,
+                    b"".join(decoded),
+                    self.session.input_format,
+                    language=transcription.get("language"),
+                    prompt=transcription.get("prompt"),
+                )
+            )
+
+    def _on_item_retrieve(self, event: ev.ConversationItemRetrieve, out: Output) -> None:
+        out.events.append(ev.ConversationItemRetrieved(item=self.conversation.get(event.item_id)))
+
+    def _on_item_delete(self, event: ev.ConversationItemDelete, out: Output) -> None:
+        self.conversation.get(event.item_id)
+        for run in self.responses.values():
+            if any(item.id == event.item_id for item in run.output):
+                raise ProtocolError(
+                    "invalid_value",
+                    f"Item '{event.item_id}' belongs to response '{run.id}', which is still "
+                    "in progress; cancel it first.",
+                    "item_id",
+                )
+        self.conversation.delete(event.item_id)
+        self.pending_transcripts.discard(event.item_id)
+        self.audio_items.pop(event.item_id, None)
+        out.events.append(ev.ConversationItemDeleted(item_id=event.item_id))
+        self._start_ready_responses(out)
+
+    def _on_item_truncate(self, event: ev.ConversationItemTruncate, out: Output) -> None:
+        item = self.conversation.get(event.item_id)
+        if not isinstance(item, MessageItem) or item.role != "assistant":
+            raise ProtocolError(
+                "invalid_value", "Only assistant messages can be truncated.", "item_id"
+            )
+        if (
+            event.content_index >= len(item.content)
+            or item.content[event.content_index].type != "output_audio"
+        ):
+            raise ProtocolError(
+                "invalid_value",
+                f"Content {event.content_index} of item '{item.id}' is not audio.",
+                "content_index",
+            )
+        audio_ms, segments = self.audio_items.get(item.id, (0.0, []))
+        # Clients measure playback with their own clock and may overshoot the audio a little:
+        # clamp to what was sent instead of failing the truncate they need after an interruption.
+        end_ms = min(event.audio_end_ms, int(audio_ms))
+        transcript = "".join(text for start, text in segments if start < end_ms)
+        content = list(item.content)
+        content[event.content_index] = Content("output_audio", transcript=transcript)
+        self.conversation.replace(attrs.evolve(item, content=tuple(content)))
+        self.audio_items[item.id] = (
+            float(end_ms),
+            [(start, text) for start, text in segments if start < end_ms],
+        )
+        out.events.append(
+            ev.ConversationItemTruncated(
+                item_id=item.id, content_index=event.content_index, audio_end_ms=end_ms
+            )
+        )
+
+    # --- responses ---------------------------------------------------------------------------
+
+    def _on_response_create(self, event: ev.ResponseCreate, out: Output) -> None:
+        params = event.response
+        if params.conversation == "auto" and self.default_response_id is not None:
+            raise ProtocolError(
+                "conversation_already_has_active_response",
+                "Conversation already has an active response in progress: "
+                f"{self.default_response_id}. Wait until the response is finished before "
+                "creating a new one.",
+            )
+        self._create_response(params, out)
+
+    def _create_response(self, params: ev.ResponseParams, out: Output) -> None:
+        session = self.session
+        context_ids: tuple[str, ...] | None = None
+        extra_items: dict[str, Item] = {}
+        if params.input is not None:
+            refs = []
+            for index, entry in enumerate(params.input):
+                if isinstance(entry, ev.ItemReference):
+                    self.conversation.get(entry.id, f"response.input[{index}].id")
+                    refs.append(entry.id)
+                else:
+                    extra_items[entry.id] = entry
+                    refs.append(entry.id)
+            context_ids = tuple(refs)
+        mot = params.max_output_tokens
+        plan = ResponsePlan(
+            instructions=session.instructions
+            if params.instructions is None
+            else params.instructions,
+            context=(),
+            tools=session.tools if params.tools is None else params.tools,
+            tool_choice=session.tool_choice if params.tool_choice is None else params.tool_choice,
+            output_modalities=params.output_modalities or session.output_modalities,
+            max_output_tokens=session.max_output_tokens
+            if mot is None
+            else (None if mot == "inf" else int(mot)),
+            voice=params.voice or session.voice,
+            speed=session.speed,
+            output_format=params.output_format or session.output_format,
+            reasoning_effort=params.reasoning_effort,
+        )
+        in_conversation = params.conversation == "auto"
+        run = ResponseRun(
+            ids.response_id(),
+            plan,
+            conversation=self.conversation if in_conversation else None,
+            conversation_id=self.conversation_id if in_conversation else None,
+            metadata=params.metadata,
+            context_ids=context_ids,
+            extra_items=extra_items,
+        )
+        self.responses[run.id] = run
+        self.last_response_id = run.id
+        if in_conversation:
+            self.default_response_id = run.id
+        out.events += run.created()
+        self._start_ready_responses(out)
+
+    def _context(self, run: ResponseRun) -> tuple[Item, ...]:
+        if run.context_ids is None:
+            return tuple(self.conversation)
+        by_id = {item.id: item for item in self.conversation}
+        by_id.update(run.extra_items)
+        return tuple(by_id[i] for i in run.context_ids if i in by_id)
+
+    def _start_ready_responses(self, out: Output) -> None:
+        for run in list(self.responses.values()):
+            if run.phase is not Phase.WAITING_INPUT:
+                continue
+            context = self._context(run)
+            if any(item.id in self.pending_transcripts for item in context):
+                continue
+            run.start()
+            run.plan = attrs.evolve(run.plan, context=context)
+            out.effects.append(StartResponse(run.id, run.plan))
+
+    def _on_response_cancel(self, event: ev.ResponseCancel, out: Output) -> None:
+        response_id = event.response_id or self.default_response_id
+        run = self.responses.get(response_id) if response_id else None
+        if run is None:
+            raise ProtocolError(
+                "response_cancel_not_active",
+                "Cancellation failed: no active response found"
+                + (f" with id '{event.response_id}'." if event.response_id else "."),
+                "response_id" if event.response_id else None,
+            )
+        self._cancel(run, "client_cancelled", out)
+
+    def _on_output_audio_clear(self, event: ev.OutputAudioBufferClear, out: Output) -> None:
+        # Over WebSocket the client owns playback; nothing is queued here. Acknowledge it.
+        if self.last_response_id is None:
+            raise ProtocolError("invalid_value", "There is no response audio to clear.", None)
+        out.events.append(ev.OutputAudioBufferCleared(response_id=self.last_response_id))
+
+    def _cancel(self, run: ResponseRun, reason: str, out: Output) -> None:
+        out.events += run.cancel(reason)
+        self._retire(run)
+        out.effects.append(CancelResponse(run.id, reason))
+
+    def _retire(self, run: ResponseRun) -> None:
+        del self.responses[run.id]
+        if self.default_response_id == run.id:
+            self.default_response_id = None
+        self.audio_items.update(run.audio_items)
+
+    def _run_for(self, response_id: str) -> ResponseRun | None:
+        run = self.responses.get(response_id)
+        if run is not None and run.phase is Phase.WAITING_INPUT:
+            raise IllegalTransition(f"response {response_id} produced output before it started")
+        return run
+
+    def _on_audio_out(self, result: ins.AudioOut, out: Output) -> None:
+        run = self._run_for(result.response_id)
+        if run is None:
+            return _stale(result)
+        out.events += run.audio(result.audio, result.transcript)
+
+    def _on_text_out(self, result: ins.TextOut, out: Output) -> None:
+        run = self._run_for(result.response_id)
+        if run is None:
+            return _stale(result)
+        out.events += run.text(result.text)
+
+    def _on_tool_call(self, result: ins.ToolCallOut, out: Output) -> None:
+        run = self._run_for(result.response_id)
+        if run is None:
+            return _stale(result)
+        out.events += run.tool_call(result.call_id, result.name, result.arguments)
+
+    def _on_response_complete(self, result: ins.ResponseComplete, out: Output) -> None:
+        run = self._run_for(result.response_id)
+        if run is None:
+            return _stale(result)
+        out.events += run.complete(result.input_tokens, result.output_tokens, result.truncated)
+        self._retire(run)
+
+    def _on_response_failed(self, result: ins.ResponseFailed, out: Output) -> None:
+        run = self.responses.get(result.response_id)
+        if run is None:
+            return _stale(result)
+        out.events += run.fail(result.code, result.message)
+        self._retire(run)
+        out.events.append(
+            ev.Error(
+                error_type="server_error",
+                code=result.code,
+                message=f"Response {run.id} failed: {result.message}",
+            )
+        )
+
+    # --- transcription -----------------------------------------------------------------------
+
+    def _on_transcript_delta(self, result: ins.TranscriptDelta, out: Output) -> None:
+        live = result.item_id == self.speech_item_id or result.item_id in self.pending_transcripts
+        if not live or not result.delta:
+            return _stale(result)
+        self.transcript_sent[result.item_id] = (
+            self.transcript_sent.get(result.item_id, "") + result.delta
+        )
+        if self.session.transcription is not None:
+            out.events.append(
+                ev.TranscriptionDelta(item_id=result.item_id, content_index=0, delta=result.delta)
+            )
+
+    def _set_transcript(self, item_id: str, transcript: str) -> None:
+        item = self.conversation.get(item_id)
+        assert isinstance(item, MessageItem)
+        content = tuple(
+            attrs.evolve(c, transcript=transcript) if c.type == "input_audio" else c
+            for c in item.content
+        )
+        self.conversation.replace(attrs.evolve(item, content=content))
+
+    def _on_transcript_done(self, result: ins.TranscriptDone, out: Output) -> None:
+        if result.item_id not in self.pending_transcripts:
+            return _stale(result)
+        self.pending_transcripts.discard(result.item_id)
+        sent = self.transcript_sent.pop(result.item_id, "")
+        self._set_transcript(result.item_id, result.transcript)
+        if self.session.transcription is not None:
+            if result.transcript.startswith(sent) and len(result.transcript) > len(sent):
+                out.events.append(
+                    ev.TranscriptionDelta(
+                        item_id=result.item_id,
+                        content_index=0,
+                        delta=result.transcript[len(sent) :],
+                    )
+                )
+            out.events.append(
+                ev.TranscriptionCompleted(
+                    item_id=result.item_id,
+                    content_index=0,
+                    transcript=result.transcript,
+                    usage={"type": "duration", "seconds": round(result.audio_seconds, 3)},
+                )
+            )
+        self._start_ready_responses(out)
+
+    def _on_transcript_failed(self, result: ins.TranscriptFailed, out: Output) -> None:
+        if result.item_id not in self.pending_transcripts:
+            return _stale(result)
+        self.pending_transcripts.discard(result.item_id)
+        self.transcript_sent.pop(result.item_id, None)
+        if self.session.transcription is not None:
+            out.events.append(
+                ev.TranscriptionFailed(
+                    item_id=result.item_id,
+                    content_index=0,
+                    error={
+                        "type": "transcription_error",
+                        "code": "transcription_failed",
+                        "message": result.message,
+                        "param": None,
+                    },
+                )
+            )
+        self._start_ready_responses(out)
+
+    _CLIENT_HANDLERS: dict[type, Callable[[Any, Any, Output], None]] = {
+        ev.SessionUpdate: _on_session_update,
+        ev.InputAudioBufferAppend: _on_append,
+        ev.InputAudioBufferCommit: _on_commit,
+        ev.InputAudioBufferClear: _on_clear,
+        ev.OutputAudioBufferClear: _on_output_audio_clear,
+        ev.ConversationItemCreate: _on_item_create,
+        ev.ConversationItemRetrieve: _on_item_retrieve,
+        ev.ConversationItemDelete: _on_item_delete,
+        ev.ConversationItemTruncate: _on_item_truncate,
+        ev.ResponseCreate: _on_response_create,
+        ev.ResponseCancel: _on_response_cancel,
+    }
+    _RESULT_HANDLERS: dict[type, Callable[[Any, Any, Output], None]] = {
+        ins.VadFrame: _on_vad_frame,
+        ins.TranscriptDelta: _on_transcript_delta,
+        ins.TranscriptDone: _on_transcript_done,
+        ins.TranscriptFailed: _on_transcript_failed,
+        ins.AudioOut: _on_audio_out,
+        ins.TextOut: _on_text_out,
+        ins.ToolCallOut: _on_tool_call,
+        ins.ResponseComplete: _on_response_complete,
+        ins.ResponseFailed: _on_response_failed,
+    }
+
+
+__all__ = ["INPUT_TRANSITIONS", "InputState", "Output", "RealtimeConnection"]

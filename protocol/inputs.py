@@ -1,0 +1,89 @@
+"""What the I/O shell reports back to the machine: VAD frames and engine results."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class VadFrame:
+    """One VAD frame ending at ``end_ms`` of the input timeline (ms of audio appended)."""
+
+    end_ms: int
+    duration_ms: int
+    probability: float
+
+
+@attrs.frozen
+class TranscriptDelta:
+    """Newly confirmed text of a segment still being transcribed (append-only)."""
+
+    item_id: str
+    delta: str
+
+
+@attrs.frozen
+class TranscriptDone:
+    item_id: str
+    transcript: str
+    audio_seconds: float
+
+
+@attrs.frozen
+class TranscriptFailed:
+    item_id: str
+    message: str
+
+
+@attrs.frozen
+class AudioOut:
+    """Synthesised audio in the session's output format, with the text it speaks (if new)."""
+
+    response_id: str
+    audio: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    transcript: str = ""
+
+
+@attrs.frozen
+class TextOut:
+    """Text of a text-only response."""
+
+    response_id: str
+    text: str
+
+
+@attrs.frozen
+class ToolCallOut:
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class ResponseComplete:
+    response_id: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: generation stopped at ``max_output_tokens``: the response ends ``incomplete``
+    truncated: bool = False
+
+
+@attrs.frozen
+class ResponseFailed:
+    response_id: str
+    message: str
+    code: str = "engine_error"
+
+
+EngineResult = (
+    VadFrame
+    | TranscriptDelta
+    | TranscriptDone
+    | TranscriptFailed
+    | AudioOut
+    | TextOut
+    | ToolCallOut
+    | ResponseComplete
+    | ResponseFailed
+)

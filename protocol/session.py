@@ -1,0 +1,410 @@
+"""The session configuration: OpenAI's defaults, strict validation, deep-merge on update.
+
+The effective session is kept as its full wire object (what ``session.updated`` echoes) inside a
+frozen :class:`SessionConfig`, together with typed views of the fields the pipeline acts on.
+An update is checked against :data:`SESSION_UPDATE_SPEC`, merged by :func:`deep_merge` (a pure
+function) and checked again as a whole; any error leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from .errors import ProtocolError
+from .schema import (
+    AnyJSON,
+    Bool,
+    ByKind,
+    Enum,
+    Int,
+    ListOf,
+    Nullable,
+    Num,
+    Obj,
+    Str,
+    Tagged,
+    fields,
+    required,
+)
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful, friendly voice assistant. Answer briefly and naturally, "
+    "in one to three short sentences, as spoken language without lists or markup."
+)
+
+# --- schema ----------------------------------------------------------------------------------
+
+AUDIO_FORMAT_SPEC = Tagged(
+    {
+        "audio/pcm": Obj(fields(type=Enum(("audio/pcm",)), rate=Int(minimum=24000, maximum=24000))),
+        "audio/pcmu": Obj(fields(type=Enum(("audio/pcmu",)))),
+        "audio/pcma": Obj(fields(type=Enum(("audio/pcma",)))),
+    },
+    default="audio/pcm",
+)
+
+_TRANSCRIPTION = Obj(
+    fields(
+        model=Str(),
+        language=Nullable(Str(max_length=16)),
+        prompt=Nullable(Str()),
+        delay=Enum(("minimal", "low", "medium", "high", "xhigh")),
+        keywords=ListOf(Str()),
+        languages=ListOf(Str(max_length=16)),
+    )
+)
+
+_TURN_DETECTION = Tagged(
+    {
+        "server_vad": Obj(
+            fields(
+                type=required(Enum(("server_vad",))),
+                threshold=Num(0.0, 1.0),
+                prefix_padding_ms=Int(0, 10_000),
+                silence_duration_ms=Int(0, 10_000),
+                idle_timeout_ms=Nullable(Int(5_000, 30_000)),
+                create_response=Bool(),
+                interrupt_response=Bool(),
+            )
+        ),
+        "semantic_vad": Obj(
+            fields(
+                type=required(Enum(("semantic_vad",))),
+                eagerness=Enum(("low", "medium", "high", "auto")),
+                create_response=Bool(),
+                interrupt_response=Bool(),
+            )
+        ),
+    }
+)
+
+_NOISE_REDUCTION = Obj(fields(type=Enum(("near_field", "far_field")), strength=Num(0.0, 1.0)))
+
+VOICE_SPEC = ByKind(
+    {str: Str(max_length=256), dict: Obj(fields(id=required(Str(max_length=256))))},
+    "a string or an object",
+)
+
+FUNCTION_TOOL_SPEC = Tagged(
+    {
+        "function": Obj(
+            fields(
+                type=Enum(("function",)),
+                name=required(Str(max_length=64)),
+                description=Str(),
+                parameters=AnyJSON(),
+            )
+        ),
+    },
+    default="function",
+)
+
+TOOL_CHOICE_SPEC = ByKind(
+    {
+        str: Enum(("none", "auto", "required")),
+        dict: Tagged(
+            {"function": Obj(fields(type=required(Enum(("function",))), name=required(Str())))}
+        ),
+    },
+    "a string or an object",
+)
+
+MAX_OUTPUT_TOKENS_SPEC = ByKind({int: Int(1, 4096), str: Enum(("inf",))}, "an integer or 'inf'")
+OUTPUT_MODALITIES_SPEC = ListOf(Enum(("text", "audio")), min_items=1, max_items=1)
+PROMPT_SPEC = Obj(
+    fields(id=required(Str()), version=Nullable(Str()), variables=Nullable(AnyJSON()))
+)
+REASONING_SPEC = Obj(fields(effort=Enum(("minimal", "low", "medium", "high", "xhigh"))))
+
+_TRACING = ByKind(
+    {
+        str: Enum(("auto",)),
+        dict: Obj(fields(workflow_name=Str(), group_id=Str(), metadata=AnyJSON())),
+    },
+    "'auto' or an object",
+)
+_TRUNCATION = ByKind(
+    {
+        str: Enum(("auto", "disabled")),
+        dict: Tagged(
+            {
+                "retention_ratio": Obj(
+                    fields(
+                        type=required(Enum(("retention_ratio",))),
+                        retention_ratio=required(Num(0.0, 1.0)),
+                        token_limits=Obj(fields(post_instructions=Nullable(Int(minimum=0)))),
+                    )
+                )
+            }
+        ),
+    },
+    "a string or an object",
+)
+
+SESSION_UPDATE_SPEC = Obj(
+    fields(
+        type=required(Enum(("realtime", "transcription"))),
+        model=Str(max_length=256),
+        output_modalities=OUTPUT_MODALITIES_SPEC,
+        instructions=Str(),
+        audio=Obj(
+            fields(
+                input=Obj(
+                    fields(
+                        format=AUDIO_FORMAT_SPEC,
+                        noise_reduction=Nullable(_NOISE_REDUCTION),
+                        transcription=Nullable(_TRANSCRIPTION),
+                        turn_detection=Nullable(_TURN_DETECTION),
+                    )
+                ),
+                output=Obj(
+                    fields(format=AUDIO_FORMAT_SPEC, voice=VOICE_SPEC, speed=Num(0.25, 1.5))
+                ),
+            )
+        ),
+        include=Nullable(ListOf(Enum(("item.input_audio_transcription.logprobs",)))),
+        tools=ListOf(FUNCTION_TOOL_SPEC, max_items=128),
+        tool_choice=TOOL_CHOICE_SPEC,
+        max_output_tokens=MAX_OUTPUT_TOKENS_SPEC,
+        tracing=Nullable(_TRACING),
+        truncation=_TRUNCATION,
+        prompt=Nullable(PROMPT_SPEC),
+        parallel_tool_calls=Bool(),
+        reasoning=Nullable(REASONING_SPEC),
+    )
+)
+
+# --- defaults --------------------------------------------------------------------------------
+
+SERVER_VAD_DEFAULTS: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 200,
+    "idle_timeout_ms": None,
+    "create_response": True,
+    "interrupt_response": True,
+}
+SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
+    "type": "semantic_vad",
+    "eagerness": "auto",
+    "create_response": True,
+    "interrupt_response": True,
+}
+TRANSCRIPTION_DEFAULTS: dict[str, Any] = {"model": "whisper-1", "language": None, "prompt": None}
+NOISE_REDUCTION_DEFAULTS: dict[str, Any] = {"type": "near_field", "strength": 1.0}
+
+
+def default_session(
+    session_id: str, model: str, expires_at: int, voice: str = "alloy"
+) -> dict[str, Any]:
+    """The full session object of ``session.created``, as OpenAI's GA server sends it."""
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": session_id,
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": DEFAULT_INSTRUCTIONS,
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "expires_at": expires_at,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": dict(SERVER_VAD_DEFAULTS),
+            },
+            "output": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "voice": voice,
+                "speed": 1.0,
+            },
+        },
+        "include": None,
+    }
+
+
+# --- merge -----------------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``patch`` laid over it, objects merged key by key.
+
+    Lists and scalars in ``patch`` replace (``tools: []`` clears); ``None`` replaces (turns a
+    feature off). Neither argument is modified.
+    """
+    merged = {k: copy.deepcopy(v) for k, v in base.items()}
+    for key, value in patch.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = deep_merge(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _fill_defaults(session: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Complete objects that the patch switched on or switched kind (VAD type, transcription)."""
+    audio_in = session["audio"]["input"]
+    patch_in = patch.get("audio", {}).get("input", {})
+    td = patch_in.get("turn_detection")
+    if td is not None:
+        # a new VAD type starts from that type's defaults, not from the old type's fields
+        defaults = SERVER_VAD_DEFAULTS if td["type"] == "server_vad" else SEMANTIC_VAD_DEFAULTS
+        base = (
+            audio_in["turn_detection"]
+            if isinstance(audio_in["turn_detection"], dict)
+            and audio_in["turn_detection"].get("type") == td["type"]
+            else {}
+        )
+        audio_in["turn_detection"] = {**defaults, **base, **td}
+        audio_in["turn_detection"] = {
+            k: v for k, v in audio_in["turn_detection"].items() if k in defaults
+        }
+    if patch_in.get("transcription") is not None:
+        audio_in["transcription"] = {**TRANSCRIPTION_DEFAULTS, **audio_in["transcription"]}
+    if patch_in.get("noise_reduction") is not None:
+        audio_in["noise_reduction"] = {**NOISE_REDUCTION_DEFAULTS, **audio_in["noise_reduction"]}
+    for direction in ("input", "output"):
+        fmt = session["audio"][direction]["format"]
+        if fmt.get("type", "audio/pcm") == "audio/pcm":
+            session["audio"][direction]["format"] = {"type": "audio/pcm", "rate": 24000}
+        else:
+            session["audio"][direction]["format"] = {"type": fmt["type"]}
+    return session
+
+
+# --- typed view ------------------------------------------------------------------------------
+
+AudioFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+
+#: bytes of encoded input per millisecond of audio, by format
+BYTES_PER_MS: dict[str, int] = {"audio/pcm": 48, "audio/pcmu": 8, "audio/pcma": 8}
+
+
+@attrs.frozen
+class TurnDetection:
+    type: Literal["server_vad", "semantic_vad"]
+    threshold: float
+    prefix_padding_ms: int
+    silence_duration_ms: int
+    create_response: bool
+    interrupt_response: bool
+    idle_timeout_ms: int | None = None
+    eagerness: str = "auto"
+
+    @classmethod
+    def from_wire(cls, td: Mapping[str, Any]) -> TurnDetection:
+        if td["type"] == "server_vad":
+            return cls(
+                type="server_vad",
+                threshold=td["threshold"],
+                prefix_padding_ms=td["prefix_padding_ms"],
+                silence_duration_ms=td["silence_duration_ms"],
+                create_response=td["create_response"],
+                interrupt_response=td["interrupt_response"],
+                idle_timeout_ms=td.get("idle_timeout_ms"),
+            )
+        # semantic_vad: the end-of-turn wait follows eagerness (low waits longest)
+        silence = {"low": 1200, "medium": 600, "auto": 600, "high": 300}[td["eagerness"]]
+        return cls(
+            type="semantic_vad",
+            threshold=0.5,
+            prefix_padding_ms=300,
+            silence_duration_ms=silence,
+            create_response=td["create_response"],
+            interrupt_response=td["interrupt_response"],
+            eagerness=td["eagerness"],
+        )
+
+
+@attrs.frozen
+class SessionConfig:
+    """The effective session: its wire object plus typed views built once per update."""
+
+    wire: dict[str, Any] = attrs.field(eq=False, repr=False)
+    input_format: AudioFormat
+    output_format: AudioFormat
+    turn_detection: TurnDetection | None
+    transcription: dict[str, Any] | None
+    voice: str
+    speed: float
+    instructions: str
+    output_modalities: tuple[str, ...]
+    tools: tuple[dict[str, Any], ...]
+    tool_choice: str | dict[str, Any]
+    max_output_tokens: int | None  #: None = "inf"
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> SessionConfig:
+        audio_in, audio_out = wire["audio"]["input"], wire["audio"]["output"]
+        td = audio_in["turn_detection"]
+        voice = audio_out["voice"]
+        mot = wire["max_output_tokens"]
+        return cls(
+            wire=wire,
+            input_format=audio_in["format"]["type"],
+            output_format=audio_out["format"]["type"],
+            turn_detection=None if td is None else TurnDetection.from_wire(td),
+            transcription=audio_in["transcription"],
+            voice=voice["id"] if isinstance(voice, dict) else voice,
+            speed=float(audio_out["speed"]),
+            instructions=wire["instructions"],
+            output_modalities=tuple(wire["output_modalities"]),
+            tools=tuple(wire["tools"]),
+            tool_choice=wire["tool_choice"],
+            max_output_tokens=None if mot == "inf" else int(mot),
+        )
+
+    @classmethod
+    def initial(
+        cls, session_id: str, model: str, expires_at: int, voice: str = "alloy"
+    ) -> SessionConfig:
+        return cls.from_wire(default_session(session_id, model, expires_at, voice))
+
+    def to_wire(self) -> dict[str, Any]:
+        return copy.deepcopy(self.wire)
+
+    def updated(self, patch: dict[str, Any], *, voice_locked: bool) -> SessionConfig:
+        """The session after a schema-checked ``session.update`` payload, or ProtocolError."""
+        if patch["type"] != self.wire["type"]:
+            raise ProtocolError(
+                "invalid_value",
+                f"Cannot change the session type from '{self.wire['type']}' to "
+                f"'{patch['type']}' on an open session.",
+                "session.type",
+            )
+        new_voice = patch.get("audio", {}).get("output", {}).get("voice")
+        if (
+            voice_locked
+            and new_voice is not None
+            and new_voice != self.wire["audio"]["output"]["voice"]
+        ):
+            raise ProtocolError(
+                "cannot_update_voice",
+                "Cannot update a conversation's voice if assistant audio is present.",
+                "session.audio.output.voice",
+            )
+        if (
+            "tracing" in patch
+            and self.wire["tracing"] is not None
+            and patch["tracing"] != self.wire["tracing"]
+        ):
+            raise ProtocolError(
+                "invalid_value",
+                "Tracing cannot be modified once it is enabled for a session.",
+                "session.tracing",
+            )
+        merged = _fill_defaults(deep_merge(self.wire, patch), patch)
+        return SessionConfig.from_wire(merged)
