@@ -1,0 +1,210 @@
+"""``python -m realtime``: flags, engine loading, and the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from engines.base import MissingDependency
+
+from .app import AppSettings
+from .pool import Pipeline, PipelinePool
+from .server import serve_until_signal
+from .session import ENGINE_RATE, SessionOptions
+
+log = logging.getLogger("realtime")
+
+ENGINE_CHOICES = {
+    "vad": ("silero",),
+    "stt": ("whisper",),
+    "llm": ("llama_cpp",),
+    "tts": ("piper",),
+}
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m realtime",
+        description="A realtime voice server speaking the OpenAI Realtime API (GA) over "
+        "WebSocket at ws://HOST:PORT/v1/realtime, answering with a local "
+        "VAD -> STT -> LLM -> TTS pipeline. With no engine flags it runs the embedded "
+        "offline engines (Silero VAD, Whisper tiny.en, SmolLM2-135M, Piper).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    server = p.add_argument_group("server")
+    server.add_argument("--ws_host", default="0.0.0.0", help="address to listen on")
+    server.add_argument("--ws_port", type=int, default=8765, help="port to listen on")
+    server.add_argument(
+        "--num_pipelines",
+        type=int,
+        default=1,
+        help="engine pipelines built at start-up = concurrent sessions served; "
+        "one more connection is refused with session_limit_reached",
+    )
+    server.add_argument(
+        "--enable_live_transcription",
+        type=boolean,
+        default=True,
+        help="send partial input transcripts while the user speaks (when the session "
+        "enables input transcription); false sends only the final transcript",
+    )
+    server.add_argument(
+        "--api_key",
+        default=os.environ.get("REALTIME_API_KEY"),
+        help="require this API key (Bearer header or browser subprotocol); default: "
+        "$REALTIME_API_KEY, or accept any key when unset",
+    )
+    server.add_argument(
+        "--model",
+        default="gpt-realtime",
+        help="model name reported in the session when the client gives no ?model=",
+    )
+    server.add_argument("--voice", default="alloy", help="the sessions' default voice name")
+    server.add_argument(
+        "--graceful_timeout_s",
+        type=float,
+        default=10.0,
+        help="on SIGINT/SIGTERM, how long active responses may run before sessions close",
+    )
+    server.add_argument(
+        "--send_timeout_s",
+        type=float,
+        default=15.0,
+        help="a client that accepts no frame for this long is disconnected",
+    )
+    server.add_argument(
+        "--engine_timeout_s",
+        type=float,
+        default=30.0,
+        help="an engine that produces nothing for this long fails the response",
+    )
+    server.add_argument(
+        "--log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="logging verbosity",
+    )
+    engines = p.add_argument_group("engines")
+    engines.add_argument("--vad", default="silero", choices=ENGINE_CHOICES["vad"])
+    engines.add_argument("--vad_model_path", help="Silero VAD ONNX file (default: packaged)")
+    engines.add_argument("--stt", default="whisper", choices=ENGINE_CHOICES["stt"])
+    engines.add_argument("--stt_model_path", help="CTranslate2 Whisper model directory")
+    engines.add_argument("--stt_compute_type", default="int8", help="CTranslate2 compute type")
+    engines.add_argument("--stt_beam_size", type=int, default=5, help="beam size of finals")
+    engines.add_argument("--stt_language", default="en", help="language code, or 'auto'")
+    engines.add_argument("--llm", default="llama_cpp", choices=ENGINE_CHOICES["llm"])
+    engines.add_argument("--llm_model_path", help="GGUF model file (default: packaged)")
+    engines.add_argument("--llm_n_ctx", type=int, default=2048, help="context window, tokens")
+    engines.add_argument("--llm_temperature", type=float, default=0.7)
+    engines.add_argument(
+        "--llm_max_tokens", type=int, default=256, help="tokens per response at most"
+    )
+    engines.add_argument("--tts", default="piper", choices=ENGINE_CHOICES["tts"])
+    engines.add_argument("--tts_voice", help="Piper voice: a name or an .onnx path")
+    engines.add_argument("--tts_voices_dir", help="directory of extra Piper voices")
+    engines.add_argument(
+        "--threads", type=int, default=None, help="CPU threads per engine (default: up to 2)"
+    )
+    return p
+
+
+def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
+    from engines import embedded
+
+    threads = args.threads or min(2, os.cpu_count() or 1)
+    language = None if args.stt_language == "auto" else args.stt_language
+    vad = embedded.load_vad(**_drop_none({"model_path": args.vad_model_path}))
+    stt = embedded.load_stt(
+        **_drop_none(
+            {
+                "model_path": args.stt_model_path,
+                "compute_type": args.stt_compute_type,
+                "beam_size": args.stt_beam_size,
+                "language": language,
+                "threads": threads,
+            }
+        )
+    )
+    llm = embedded.load_llm(
+        **_drop_none(
+            {
+                "model_path": args.llm_model_path,
+                "n_ctx": args.llm_n_ctx,
+                "temperature": args.llm_temperature,
+                "max_output_tokens": args.llm_max_tokens,
+                "threads": threads,
+            }
+        )
+    )
+    tts = embedded.load_tts(
+        **_drop_none(
+            {"voice": args.tts_voice, "voices_dir": args.tts_voices_dir, "threads": threads}
+        )
+    )
+    if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
+        raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
+    return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.num_pipelines < 1:
+        raise SystemExit("--num_pipelines must be at least 1")
+    started = time.perf_counter()
+    try:
+        pool = PipelinePool.build(args.num_pipelines, lambda i: build_pipeline(args, i))
+    except MissingDependency as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info(
+        "%d pipeline(s) ready in %.2f s: vad=%s stt=%s llm=%s tts=%s",
+        pool.size,
+        time.perf_counter() - started,
+        args.vad,
+        args.stt,
+        args.llm,
+        args.tts,
+    )
+    settings = AppSettings(
+        api_key=args.api_key or None,
+        session=SessionOptions(
+            model=args.model,
+            voice=args.voice,
+            live_transcription=args.enable_live_transcription,
+            send_timeout_s=args.send_timeout_s,
+            engine_timeout_s=args.engine_timeout_s,
+        ),
+    )
+    trio.run(
+        lambda: serve_until_signal(
+            pool,
+            settings,
+            host=args.ws_host,
+            port=args.ws_port,
+            graceful_timeout_s=args.graceful_timeout_s,
+        )
+    )

@@ -1,0 +1,84 @@
+"""Server metrics, exposed in the Prometheus text format at ``GET /metrics``."""
+
+from __future__ import annotations
+
+import bisect
+
+import attrs
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+
+
+@attrs.define
+class Histogram:
+    buckets: tuple[float, ...] = _LATENCY_BUCKETS_S
+    counts: list[int] = attrs.Factory(lambda: [0] * (len(_LATENCY_BUCKETS_S) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        out, running = [], 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum {self.total:.6f}")
+        out.append(f"{name}_count {self.count}")
+        return out
+
+
+@attrs.define
+class Metrics:
+    """Counters of one server process; only the Trio thread touches them."""
+
+    pool_size: int = 0
+    active_sessions: int = 0
+    sessions_total: int = 0
+    sessions_refused: int = 0
+    turns: int = 0
+    barge_ins: int = 0
+    responses_cancelled: int = 0
+    engine_errors: int = 0
+    protocol_errors: int = 0
+    time_to_first_audio: Histogram = attrs.Factory(Histogram)
+
+    def render(self) -> str:
+        gauges = {
+            "realtime_pool_size": ("Engine pipelines in the pool.", self.pool_size),
+            "realtime_active_sessions": ("Sessions connected now.", self.active_sessions),
+        }
+        counters = {
+            "realtime_sessions_total": ("Sessions accepted.", self.sessions_total),
+            "realtime_sessions_refused_total": (
+                "Connections refused: pool full or bad API key.",
+                self.sessions_refused,
+            ),
+            "realtime_turns_total": ("Responses started.", self.turns),
+            "realtime_barge_ins_total": ("Responses interrupted by speech.", self.barge_ins),
+            "realtime_responses_cancelled_total": (
+                "Responses cancelled by the client.",
+                self.responses_cancelled,
+            ),
+            "realtime_engine_errors_total": ("Engine failures.", self.engine_errors),
+            "realtime_protocol_errors_total": (
+                "Error events sent for invalid client events.",
+                self.protocol_errors,
+            ),
+        }
+        lines: list[str] = []
+        for name, (help_text, value) in gauges.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+        for name, (help_text, value) in counters.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+        name = "realtime_time_to_first_audio_seconds"
+        lines += [
+            f"# HELP {name} From the start of a response's work to its first audio delta.",
+            f"# TYPE {name} histogram",
+            *self.time_to_first_audio.lines(name),
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""Serving the app with hypercorn's trio worker, with a graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from protocol.codec import MAX_FRAME_CHARS
+
+from .app import AppSettings, create_app
+from .metrics import Metrics
+from .pool import PipelinePool
+
+log = logging.getLogger("realtime.server")
+
+
+def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout_s
+    # hypercorn's own WebSocket pings race its connection close (a BusyResourceError that ends
+    # the whole server), so none are sent; the SDK clients ping the server themselves.
+    config.websocket_ping_interval = None
+    config.websocket_max_message_size = MAX_FRAME_CHARS * 4  # UTF-8 bytes of the largest frame
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def serve(
+    pool: PipelinePool,
+    settings: AppSettings,
+    *,
+    host: str,
+    port: int,
+    shutdown: trio.Event,
+    graceful_timeout_s: float = 10.0,
+    metrics: Metrics | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set, then let sessions finish for ``graceful_timeout_s``."""
+    app = create_app(pool, metrics or Metrics(), settings, shutdown)
+    config = hypercorn_config(host, port, graceful_timeout_s)
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+
+
+async def serve_until_signal(
+    pool: PipelinePool,
+    settings: AppSettings,
+    *,
+    host: str,
+    port: int,
+    graceful_timeout_s: float,
+) -> None:
+    """:func:`serve` with SIGINT/SIGTERM starting the graceful shutdown."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info(
+                        "%s: finishing active responses (up to %.0f s), then exiting",
+                        signal.Signals(signum).name,
+                        graceful_timeout_s,
+                    )
+                    shutdown.set()
+                    return
+
+        async def run_server() -> None:
+            addresses = await nursery.start(
+                lambda task_status: serve(
+                    pool,
+                    settings,
+                    host=host,
+                    port=port,
+                    shutdown=shutdown,
+                    graceful_timeout_s=graceful_timeout_s,
+                    task_status=task_status,
+                )
+            )
+            log.info("listening on %s (WebSocket path /v1/realtime)", ", ".join(addresses))
+
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(run_server)
+        await shutdown.wait()

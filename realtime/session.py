@@ -1,0 +1,521 @@
+"""One Realtime session: the protocol machine, its engine pipeline and its tasks, in one nursery.
+
+Tasks: the reader (client frames -> machine), the writer (ordered outbox -> client), the audio
+task (input audio -> 16 kHz timeline -> VAD frames -> machine; cuts committed segments), the
+transcription task (final and live STT) and one task per response, each in its own cancel scope.
+Every machine call happens on the Trio thread, so its outputs are put in the outbox in the
+order the machine produced them, whichever task made the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+import numpy as np
+import trio
+
+from engines.base import CancelToken, TextDelta, ToolCall, Usage
+from protocol import RealtimeConnection, encode_server_event
+from protocol import effects as fx
+from protocol import events as ev
+from protocol import inputs as ins
+from protocol.connection import Output
+from protocol.effects import ResponsePlan
+
+from . import audio
+from .context import llm_request
+from .metrics import Metrics
+from .pool import Pipeline
+from .text import SpeechChunker, confirmed_growth
+from .threads import stream_in_thread
+
+log = logging.getLogger("realtime.session")
+
+ENGINE_RATE = 16_000  #: the input timeline's rate, shared by VAD and STT
+MAX_BUFFERED_INPUT_S = 600  #: uncommitted input audio kept at most (oldest dropped first)
+
+
+class EventPort(Protocol):
+    """A transport's incoming event side: the client's frames (outgoing ones use the Outbox)."""
+
+    async def receive(self) -> str | bytes: ...
+
+
+class SlowClient(Exception):
+    """The client stopped reading; the session ends instead of buffering without bound."""
+
+
+@attrs.frozen
+class SessionOptions:
+    model: str = "gpt-realtime"
+    voice: str = "alloy"
+    live_transcription: bool = True
+    live_interval_ms: int = 500
+    output_chunk_ms: int = 40
+    outbox_high_water: int = 512  #: events queued for the client before producers wait
+    send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
+    engine_timeout_s: float = 30.0
+
+
+class Outbox:
+    """Encoded server events in machine order, bounded by back-pressure on their producers.
+
+    Producers put frames without waiting (so no task can reorder another's events), then wait
+    for room when more than ``high_water`` frames are queued. A producer kept waiting longer
+    than ``send_timeout_s`` means the client stopped reading: :class:`SlowClient`.
+    """
+
+    def __init__(self, high_water: int, send_timeout_s: float) -> None:
+        self._frames: deque[str] = deque()
+        self._high_water = high_water
+        self._send_timeout_s = send_timeout_s
+        self._readable = trio.lowlevel.ParkingLot()  # the pump waits here for frames
+        self._room = trio.lowlevel.ParkingLot()  # producers wait here for room
+        self._sending = False
+
+    def put(self, frame: str) -> None:
+        self._frames.append(frame)
+        self._readable.unpark_all()
+
+    async def wait_for_room(self) -> None:
+        if len(self._frames) <= self._high_water:
+            return
+        with trio.move_on_after(self._send_timeout_s) as waited:
+            while len(self._frames) > self._high_water:
+                await self._room.park()
+        if waited.cancelled_caught:
+            raise SlowClient
+
+    async def pump(self, send: Any) -> None:
+        """Send frames to the client in order, forever (run it in the connection's nursery)."""
+        while True:
+            while not self._frames:
+                await self._readable.park()
+            frame = self._frames.popleft()
+            if len(self._frames) <= self._high_water:
+                self._room.unpark_all()
+            self._sending = True
+            await send(frame)
+            self._sending = False
+            if not self._frames:
+                self._room.unpark_all()
+
+    @property
+    def empty(self) -> bool:
+        return not self._frames and not self._sending
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until every queued frame was handed to the client."""
+        with trio.move_on_after(timeout_s):
+            while not self.empty:
+                await trio.sleep(0.01)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
+@attrs.frozen
+class _Partial:
+    item_id: str
+    samples: Any
+
+
+@attrs.frozen
+class _Final:
+    item_id: str
+    samples: Any
+    language: str | None
+    prompt: str | None
+
+
+class InputTimeline:
+    """The session's input audio at 16 kHz, addressed in ms since the session began."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._base = 0  # absolute sample index of the first stored sample
+        self.total = 0  # samples appended since the session began
+
+    def append(self, samples: np.ndarray) -> None:
+        self._chunks.append(samples)
+        self.total += len(samples)
+        stored = self.total - self._base
+        limit = MAX_BUFFERED_INPUT_S * ENGINE_RATE
+        if stored > 2 * limit:
+            self.drop_before((self.total - limit) * 1000 // ENGINE_RATE)
+
+    def _stored(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            joined = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+            self._chunks = [joined]
+        return self._chunks[0]
+
+    def slice(self, start_ms: int, end_ms: int) -> np.ndarray:
+        start = max(start_ms * ENGINE_RATE // 1000 - self._base, 0)
+        end = max(end_ms * ENGINE_RATE // 1000 - self._base, 0)
+        return self._stored()[start:end].copy()
+
+    def drop_before(self, ms: int) -> None:
+        cut = ms * ENGINE_RATE // 1000 - self._base
+        if cut <= 0:
+            return
+        stored = self._stored()
+        self._chunks = [stored[cut:]]
+        self._base += min(cut, len(stored))
+
+
+class SessionRunner:
+    """Runs one session until the client leaves, stops reading, or the server shuts down.
+
+    The caller owns the connection: it pumps ``outbox`` to the client in a task of its own and
+    returns the pipeline to the pool when :meth:`run` returns.
+    """
+
+    def __init__(
+        self,
+        port: EventPort,
+        pipeline: Pipeline,
+        options: SessionOptions,
+        metrics: Metrics,
+        outbox: Outbox,
+        shutdown: trio.Event | None = None,
+    ) -> None:
+        self.port = port
+        self.pipeline = pipeline
+        self.options = options
+        self.metrics = metrics
+        self.shutdown = shutdown if shutdown is not None else trio.Event()
+        self.conn = RealtimeConnection(model=options.model, voice=options.voice)
+        self.session_id = self.conn.session.wire["id"]
+        self.outbox = outbox
+        self._audio_send, self._audio_receive = trio.open_memory_channel[Any](256)
+        self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
+        self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
+        self._llm_lock, self._tts_lock, self._stt_lock = trio.Lock(), trio.Lock(), trio.Lock()
+        # audio task state
+        self.timeline = InputTimeline()
+        self._resampler: audio.StreamingResampler | None = None
+        self._resampler_format = ""
+        self._vad_pending = np.zeros(0, np.float32)
+        self._vad_position = 0  # samples consumed by the VAD
+        self._live: tuple[str, int] | None = None  # (item_id, start_ms) of live transcription
+        self._live_last = 0  # timeline sample of the last partial request
+        self._partial_queued = False
+        self._hypothesis: dict[str, str] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.info("session %s started on pipeline %d", self.session_id, self.pipeline.index)
+        started = time.monotonic()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._apply(self.conn.start())
+                nursery.start_soon(self._audio_task)
+                nursery.start_soon(self._transcription_task)
+                nursery.start_soon(self._shutdown_watch)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        except* SlowClient:
+            log.warning("session %s: client stopped reading; closing", self.session_id)
+        finally:
+            for scope, token in self._responses.values():
+                token.cancel()
+                scope.cancel()
+            log.info("session %s ended after %.1f s", self.session_id, time.monotonic() - started)
+
+    async def _shutdown_watch(self) -> None:
+        """On server shutdown: let the active response finish (the server bounds the wait)."""
+        await self.shutdown.wait()
+        while self._responses:
+            await trio.sleep(0.05)
+        await self.outbox.drain(timeout_s=2.0)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    # --- client side -------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            frame = await self.port.receive()
+            await self._apply(self.conn.receive_frame(frame))
+
+    async def _apply(self, output: Output, *, in_audio_task: bool = False) -> None:
+        """Send the events (in order) and carry out the effects of one machine call."""
+        for event in output.events:
+            self.outbox.put(encode_server_event(event))
+            if isinstance(event, ev.Error) and event.error_type == "invalid_request_error":
+                self.metrics.protocol_errors += 1
+                log.info("session %s: %s (%s)", self.session_id, event.code, event.message)
+        for effect in output.effects:
+            if isinstance(
+                effect,
+                fx.AppendInputAudio | fx.ClearInputAudio | fx.CommitInputAudio | fx.TranscribeLive,
+            ):
+                if in_audio_task:
+                    await self._audio_effect(effect)
+                else:
+                    await self._audio_send.send(effect)
+            elif isinstance(effect, fx.TranscribeItemAudio):
+                samples = audio.StreamingResampler(audio.WIRE_RATE[effect.format], ENGINE_RATE)(
+                    audio.decode(effect.audio, effect.format)
+                )
+                await self._stt_send.send(
+                    _Final(effect.item_id, samples, effect.language, effect.prompt)
+                )
+            elif isinstance(effect, fx.StartResponse):
+                self._start_response(effect.response_id, effect.plan)
+            elif isinstance(effect, fx.CancelResponse):
+                self._cancel_response(effect.response_id, effect.reason)
+        await self.outbox.wait_for_room()
+
+    # --- input audio -------------------------------------------------------------------------
+
+    async def _audio_task(self) -> None:
+        async for effect in self._audio_receive:
+            await self._audio_effect(effect)
+
+    async def _audio_effect(self, effect: Any) -> None:
+        if isinstance(effect, fx.AppendInputAudio):
+            await self._append(effect)
+        elif isinstance(effect, fx.CommitInputAudio):
+            self._live = None
+            samples = self.timeline.slice(effect.start_ms, effect.end_ms)
+            self.timeline.drop_before(effect.end_ms)
+            await self._stt_send.send(
+                _Final(effect.item_id, samples, effect.language, effect.prompt)
+            )
+        elif isinstance(effect, fx.ClearInputAudio):
+            self._live = None
+            self.timeline.drop_before(self.timeline.total * 1000 // ENGINE_RATE)
+        elif isinstance(effect, fx.TranscribeLive):
+            if self.options.live_transcription:
+                self._live = (effect.item_id, effect.start_ms)
+                self._live_last = self.timeline.total
+
+    async def _append(self, effect: fx.AppendInputAudio) -> None:
+        if self._resampler is None or self._resampler_format != effect.format:
+            self._resampler = audio.StreamingResampler(audio.WIRE_RATE[effect.format], ENGINE_RATE)
+            self._resampler_format = effect.format
+        samples = self._resampler(audio.decode(effect.audio, effect.format))
+        self.timeline.append(samples)
+        if effect.detect_speech:
+            await self._run_vad(samples)
+        else:
+            self._vad_position = self.timeline.total
+            self._vad_pending = np.zeros(0, np.float32)
+        self._maybe_request_partial()
+
+    async def _run_vad(self, samples: np.ndarray) -> None:
+        vad = self.pipeline.vad
+        size = vad.frame_samples
+        pending = (
+            np.concatenate([self._vad_pending, samples]) if len(self._vad_pending) else samples
+        )
+        offset = 0
+        while len(pending) - offset >= size:
+            frame = pending[offset : offset + size]
+            offset += size
+            self._vad_position += size
+            # ~0.1 ms per frame: cheaper inline than a thread hop, and it keeps barge-in prompt
+            probability = vad.probability(frame)
+            result = ins.VadFrame(
+                end_ms=self._vad_position * 1000 // ENGINE_RATE,
+                duration_ms=size * 1000 // ENGINE_RATE,
+                probability=probability,
+            )
+            await self._apply(self.conn.feed(result), in_audio_task=True)
+        self._vad_pending = pending[offset:].copy()
+
+    def _maybe_request_partial(self) -> None:
+        if self._live is None or self._partial_queued:
+            return
+        interval = self.options.live_interval_ms * ENGINE_RATE // 1000
+        if self.timeline.total - self._live_last < interval:
+            return
+        item_id, start_ms = self._live
+        self._live_last = self.timeline.total
+        samples = self.timeline.slice(start_ms, self.timeline.total * 1000 // ENGINE_RATE)
+        try:
+            self._stt_send.send_nowait(_Partial(item_id, samples))
+            self._partial_queued = True
+        except trio.WouldBlock:
+            pass  # finals are queued; a partial can wait for the next interval
+
+    # --- transcription -----------------------------------------------------------------------
+
+    async def _transcription_task(self) -> None:
+        stt = self.pipeline.stt
+        async for request in self._stt_receive:
+            if isinstance(request, _Partial):
+                self._partial_queued = False
+                if self._live is None or self._live[0] != request.item_id:
+                    continue  # the segment was committed or cleared meanwhile
+                try:
+                    async with self._stt_lock:
+                        result = await trio.to_thread.run_sync(
+                            lambda r=request: stt.transcribe(r.samples, partial=True)
+                        )
+                except Exception:
+                    log.exception("session %s: partial transcription failed", self.session_id)
+                    continue
+                previous = self._hypothesis.get(request.item_id, "")
+                sent = self.conn.transcript_sent.get(request.item_id, "")
+                self._hypothesis[request.item_id] = result.text
+                growth = confirmed_growth(sent, previous, result.text.strip())
+                if growth:
+                    await self._apply(self.conn.feed(ins.TranscriptDelta(request.item_id, growth)))
+                continue
+            self._hypothesis.pop(request.item_id, None)
+            try:
+                async with self._stt_lock:
+                    result = await trio.to_thread.run_sync(
+                        lambda r=request: stt.transcribe(
+                            r.samples, language=r.language, prompt=r.prompt
+                        )
+                    )
+            except Exception as exc:
+                self.metrics.engine_errors += 1
+                log.exception("session %s: transcription failed", self.session_id)
+                await self._apply(self.conn.feed(ins.TranscriptFailed(request.item_id, str(exc))))
+                continue
+            seconds = len(request.samples) / ENGINE_RATE
+            await self._apply(
+                self.conn.feed(ins.TranscriptDone(request.item_id, result.text.strip(), seconds))
+            )
+
+    # --- responses ---------------------------------------------------------------------------
+
+    def _start_response(self, response_id: str, plan: ResponsePlan) -> None:
+        assert self._nursery is not None
+        scope, token = trio.CancelScope(), CancelToken()
+        self._responses[response_id] = (scope, token)
+        self.metrics.turns += 1
+        self._nursery.start_soon(self._response_task, response_id, plan, scope, token)
+
+    def _cancel_response(self, response_id: str, reason: str) -> None:
+        if reason == "turn_detected":
+            self.metrics.barge_ins += 1
+        else:
+            self.metrics.responses_cancelled += 1
+        entry = self._responses.get(response_id)
+        if entry is not None:
+            scope, token = entry
+            token.cancel()
+            scope.cancel()
+
+    async def _response_task(
+        self, response_id: str, plan: ResponsePlan, scope: trio.CancelScope, token: CancelToken
+    ) -> None:
+        started = time.monotonic()
+        try:
+            with scope:
+                try:
+                    await self._generate(response_id, plan, token, started)
+                except Exception as exc:
+                    self.metrics.engine_errors += 1
+                    log.exception("session %s: response %s failed", self.session_id, response_id)
+                    message = str(exc) or type(exc).__name__
+                    await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
+        finally:
+            token.cancel()
+            self._responses.pop(response_id, None)
+        log.info(
+            "session %s: response %s ended after %.2f s%s",
+            self.session_id,
+            response_id,
+            time.monotonic() - started,
+            " (cancelled)" if scope.cancelled_caught else "",
+        )
+
+    async def _generate(
+        self, response_id: str, plan: ResponsePlan, token: CancelToken, started: float
+    ) -> None:
+        llm, tts = self.pipeline.llm, self.pipeline.tts
+        request = llm_request(plan)
+        usage = Usage(input_tokens=0, output_tokens=0)
+        speak = "audio" in plan.output_modalities
+        pieces_send, pieces_receive = trio.open_memory_channel[Any](32)
+        chunker = SpeechChunker()
+        first_audio = True
+
+        async def on_llm(event: Any) -> None:
+            nonlocal usage
+            if isinstance(event, TextDelta):
+                if not speak:
+                    await self._apply(self.conn.feed(ins.TextOut(response_id, event.text)))
+                    return
+                for piece in chunker.push(event.text):
+                    await pieces_send.send(piece)
+            elif isinstance(event, ToolCall):
+                for piece in chunker.flush():
+                    await pieces_send.send(piece)
+                await pieces_send.send(event)
+            elif isinstance(event, Usage):
+                usage = event
+
+        async def produce() -> None:
+            async with pieces_send:
+                async with self._llm_lock:
+                    await stream_in_thread(
+                        lambda: llm.stream(request, token),
+                        on_llm,
+                        token,
+                        item_timeout_s=self.options.engine_timeout_s,
+                    )
+                for piece in chunker.flush():
+                    await pieces_send.send(piece)
+
+        async def speak_piece(text: str) -> None:
+            out_format = plan.output_format
+            resample = audio.StreamingResampler(tts.sample_rate, audio.WIRE_RATE[out_format])
+            transcript = text
+
+            async def on_audio(samples: Any) -> None:
+                nonlocal transcript, first_audio
+                for chunk in audio.to_wire_chunks(
+                    resample(samples), out_format, self.options.output_chunk_ms
+                ):
+                    if first_audio:
+                        first_audio = False
+                        self.metrics.time_to_first_audio.observe(time.monotonic() - started)
+                    await self._apply(self.conn.feed(ins.AudioOut(response_id, chunk, transcript)))
+                    transcript = ""
+
+            async with self._tts_lock:
+                await stream_in_thread(
+                    lambda: tts.synthesize(text, voice=plan.voice, speed=plan.speed, cancel=token),
+                    on_audio,
+                    token,
+                    item_timeout_s=self.options.engine_timeout_s,
+                )
+            if transcript:  # nothing was voiced (punctuation only): keep the text in the transcript
+                await self._apply(self.conn.feed(ins.AudioOut(response_id, b"", transcript)))
+
+        async def consume() -> None:
+            async for piece in pieces_receive:
+                if isinstance(piece, ToolCall):
+                    await self._apply(
+                        self.conn.feed(
+                            ins.ToolCallOut(response_id, piece.call_id, piece.name, piece.arguments)
+                        )
+                    )
+                elif speak:
+                    await speak_piece(piece)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            nursery.start_soon(consume)
+        await self._apply(
+            self.conn.feed(
+                ins.ResponseComplete(
+                    response_id, usage.input_tokens, usage.output_tokens, usage.truncated
+                )
+            )
+        )

@@ -1,0 +1,141 @@
+"""Deterministic test doubles of the four engines (tests only; no models)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from engines.base import (
+    CancelToken,
+    FloatAudio,
+    LLMEvent,
+    LLMRequest,
+    TextDelta,
+    ToolCall,
+    Transcript,
+    Usage,
+)
+
+
+class FakeVAD:
+    """Speech = frames louder than a fixed energy."""
+
+    sample_rate = 16_000
+    frame_samples = 512
+
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def probability(self, frame: FloatAudio) -> float:
+        assert len(frame) == self.frame_samples
+        return 0.95 if float(np.sqrt(np.mean(frame**2))) > 0.02 else 0.02
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+class FakeSTT:
+    """Says ``text`` for any audio louder than silence; partials give its first words."""
+
+    sample_rate = 16_000
+
+    def __init__(self, text: str = "what is the weather in paris") -> None:
+        self.text = text
+        self.calls: list[tuple[int, bool]] = []
+        self.fail = False
+
+    def transcribe(
+        self,
+        audio: FloatAudio,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        partial: bool = False,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        self.calls.append((len(audio), partial))
+        if self.fail and not partial:
+            raise RuntimeError("fake transcription failure")
+        seconds = len(audio) / self.sample_rate
+        if not len(audio) or float(np.sqrt(np.mean(audio**2))) < 0.01:
+            return Transcript("", seconds)
+        words = self.text.split()
+        if partial:
+            words = words[: max(1, int(seconds / 0.3))]
+        return Transcript(" ".join(words), seconds)
+
+
+class FakeLLM:
+    """Answers with ``reply`` word by word; calls ``get_weather`` when asked about weather
+    and the tool is offered; answers a tool result with ``after_tool``."""
+
+    def __init__(
+        self,
+        reply: str = "Hello there. I am a test double, speaking slowly.",
+        after_tool: str = "It is sunny in Paris.",
+        token_delay_s: float = 0.0,
+    ) -> None:
+        self.reply = reply
+        self.after_tool = after_tool
+        self.token_delay_s = token_delay_s
+        self.requests: list[LLMRequest] = []
+        self.fail = False
+
+    def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        self.requests.append(request)
+        if self.fail:
+            raise RuntimeError("fake LLM failure")
+        last = request.messages[-1] if request.messages else None
+        if last is not None and last.role == "tool":
+            text = self.after_tool
+        elif (
+            last is not None
+            and "weather" in last.content
+            and any(t.name == "get_weather" for t in request.tools)
+            and request.tool_choice != "none"
+        ):
+            yield ToolCall("call_fake1", "get_weather", json.dumps({"city": "Paris"}))
+            yield Usage(input_tokens=10, output_tokens=5)
+            return
+        else:
+            text = self.reply
+        words = text.split(" ")
+        limit = request.max_output_tokens or len(words)
+        produced = 0
+        for index, word in enumerate(words[:limit]):
+            if cancel.cancelled:
+                return
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            yield TextDelta(word if index == 0 else " " + word)
+            produced += 1
+        yield Usage(input_tokens=20, output_tokens=produced, truncated=limit < len(words))
+
+
+class FakeTTS:
+    """A 440 Hz tone, 80 ms per word, in chunks of one word."""
+
+    sample_rate = 22_050
+
+    def __init__(self, chunk_delay_s: float = 0.0) -> None:
+        self.chunk_delay_s = chunk_delay_s
+        self.texts: list[str] = []
+
+    def voices(self) -> Sequence[str]:
+        return ("fake",)
+
+    def synthesize(
+        self, text: str, *, voice: str | None, speed: float, cancel: CancelToken
+    ) -> Iterator[FloatAudio]:
+        self.texts.append(text)
+        n = int(self.sample_rate * 0.08 / speed)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / self.sample_rate)).astype(np.float32)
+        for _ in text.split():
+            if cancel.cancelled:
+                return
+            if self.chunk_delay_s:
+                time.sleep(self.chunk_delay_s)
+            yield tone

@@ -1,0 +1,143 @@
+"""A live server on a free port, in a thread of its own, with the fake engines."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import trio
+import trio_websocket
+
+from protocol.invariants import SequenceChecker
+from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
+from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
+from tests.support import validate_with_sdk
+
+
+def fake_pool(size: int = 1, **llm: Any) -> PipelinePool:
+    return PipelinePool(
+        [
+            Pipeline(index=i, vad=FakeVAD(), stt=FakeSTT(), llm=FakeLLM(**llm), tts=FakeTTS())
+            for i in range(size)
+        ]
+    )
+
+
+class LiveServer:
+    def __init__(self, pool: PipelinePool, settings: AppSettings) -> None:
+        self.pool, self.settings, self.metrics = pool, settings, Metrics()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self.shutdown = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(
+                lambda task_status: serve(
+                    self.pool,
+                    self.settings,
+                    host="127.0.0.1",
+                    port=0,
+                    shutdown=self.shutdown,
+                    graceful_timeout_s=2.0,
+                    metrics=self.metrics,
+                    task_status=task_status,
+                )
+            )
+            self.port = int(addresses[0].rsplit(":", 1)[1])
+            self._ready.set()
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        assert self._ready.wait(10), "server did not start"
+        return self
+
+    def stop(self) -> None:
+        trio.from_thread.run_sync(self.shutdown.set, trio_token=self._token)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+
+@contextmanager
+def live_server(pool: PipelinePool | None = None, **session: Any) -> Iterator[LiveServer]:
+    api_key = session.pop("api_key", None)
+    settings = AppSettings(api_key=api_key, session=SessionOptions(**session))
+    server = LiveServer(pool or fake_pool(), settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tone_pcm(ms: int, amplitude: float = 0.3) -> bytes:
+    """``ms`` of a 300 Hz tone as 24 kHz PCM16 (the fake VAD hears it as speech)."""
+    n = 24 * ms
+    samples = amplitude * np.sin(2 * np.pi * 300 * np.arange(n) / 24_000)
+    return (samples * 32767).astype("<i2").tobytes()
+
+
+def silence_pcm(ms: int) -> bytes:
+    return b"\x00\x00" * (24 * ms)
+
+
+class Client:
+    """A raw trio-websocket client that checks every server event it receives."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+        self.checker = SequenceChecker()
+        self.events: list[dict[str, Any]] = []
+
+    async def send(self, event: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send_message(event if isinstance(event, str | bytes) else json.dumps(event))
+
+    async def append(self, pcm: bytes, chunk_ms: int = 20) -> None:
+        step = 48 * chunk_ms
+        for i in range(0, len(pcm), step):
+            await self.send(
+                {
+                    "type": "input_audio_buffer.append",
+                    "audio": base64.b64encode(pcm[i : i + step]).decode(),
+                }
+            )
+
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            event = json.loads(await self.ws.get_message())
+        validate_with_sdk(event)
+        self.checker.check(event)
+        self.events.append(event)
+        return event
+
+    async def until(self, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Events up to and including the next one of type ``kind``."""
+        seen = []
+        with trio.fail_after(timeout):
+            while True:
+                event = await self.next(timeout)
+                seen.append(event)
+                if event["type"] == kind:
+                    return seen
+
+
+def connect(
+    server: LiveServer,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    subprotocols: list[str] | None = None,
+    query: str = "?model=gpt-realtime",
+) -> Any:
+    """``async with connect(server) as ws:`` -- a raw WebSocket to the live server."""
+    return trio_websocket.open_websocket_url(
+        server.url + query, extra_headers=headers or [], subprotocols=subprotocols
+    )
