@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,41 @@ EVENT_SPECS: dict[str, Obj] = {
     "response.create": _event_spec(response=Nullable(RESPONSE_PARAMS_SPEC)),
     "response.cancel": _event_spec(response_id=Nullable(Str(max_length=64))),
 }
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"Number out of range: {text}.")
+    return value
+
+
+#: strict JSON: ``NaN``/``Infinity`` and numbers that overflow a double are refused, since
+#: echoing them back (in ``session.updated`` say) would send the client invalid JSON
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether a decoded JSON value holds a string that UTF-8 cannot encode (``"\\ud800"``)."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            pending += value.keys()
+            pending += value.values()
+        elif isinstance(value, list):
+            pending += value
+    return False
 
 
 def decode_base64_audio(text: str, param: str) -> bytes:
@@ -177,11 +213,19 @@ def parse_client_event(frame: str | bytes) -> ev.ClientEvent:
             f"Event too large: {len(frame)} characters, the limit is {MAX_FRAME_CHARS}.",
         )
     try:
-        data = json.loads(frame)
+        data = _DECODER.decode(frame)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(
             "invalid_json", f"Invalid event: failed to parse JSON value. {exc}"
         ) from None
+    # A lone surrogate (raw, or escaped as \udXXX) would be echoed into events that cannot be
+    # sent as UTF-8; only frames with non-ASCII text or escapes can hold one (a search for the
+    # backslash alone is a memchr: the audio frames pay nothing).
+    if (not frame.isascii() or "\\" in frame) and _has_lone_surrogate(data):
+        raise ProtocolError(
+            "invalid_json",
+            "Invalid event: failed to parse JSON value. A string holds a lone UTF-16 surrogate.",
+        )
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "Invalid event: expected a JSON object.")
     raw_event_id = data.get("event_id")

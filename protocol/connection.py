@@ -20,7 +20,7 @@ from . import events as ev
 from . import ids
 from . import inputs as ins
 from .codec import decode_base64_audio, parse_client_event
-from .conversation import Conversation
+from .conversation import Conversation, item_already_exists
 from .effects import (
     AppendInputAudio,
     CancelResponse,
@@ -35,7 +35,7 @@ from .effects import (
 from .errors import IllegalTransition, ProtocolError
 from .items import Content, Item, MessageItem
 from .responses import Phase, ResponseRun
-from .session import BYTES_PER_MS, SessionConfig
+from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
 from .turns import SpeechStart, SpeechStop, TurnDetector
 
 #: OpenAI refuses to commit less audio than this
@@ -88,11 +88,17 @@ class RealtimeConnection:
         model: str = "gpt-realtime",
         voice: str = "alloy",
         session_id: str | None = None,
+        session_defaults: dict[str, Any] | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
+        """``session_defaults``: a partial session object (as in ``session.update``) laid over
+        OpenAI's defaults for this server's sessions; invalid ones raise ProtocolError."""
         self.session = SessionConfig.initial(
             session_id or ids.session_id(), model, int(now()) + SESSION_LIFETIME_S, voice
         )
+        if session_defaults:
+            patch = SESSION_UPDATE_SPEC.check({"type": "realtime", **session_defaults}, "session")
+            self.session = self.session.updated(patch, voice_locked=False)
         self.conversation = Conversation()
         self.conversation_id = ids.conversation_id()
         self.input_state = InputState.EMPTY
@@ -222,10 +228,16 @@ class RealtimeConnection:
             )
         )
 
+    def _drop_speech_item(self) -> None:
+        """The speech in progress will never be committed: forget its id and live transcript."""
+        if self.speech_item_id is not None:
+            self.transcript_sent.pop(self.speech_item_id, None)
+        self.speech_item_id = None
+
     def _on_clear(self, event: ev.InputAudioBufferClear, out: Output) -> None:
         self._go("clear")
         self.buffer_start_ms = self.timeline_ms
-        self.speech_item_id = None
+        self._drop_speech_item()
         if self.turns is not None:
             self.turns.reset()
         out.events.append(ev.InputAudioBufferCleared())
@@ -279,29 +291,37 @@ class RealtimeConnection:
         before = self.session
         self.session = before.updated(event.session, voice_locked=voice_locked)
         if self.session.turn_detection != before.turn_detection:
-            self.turns = self._new_detector()
-            if self.input_state is InputState.SPEECH and self.turns is None:
-                self._go("vad_off")
-                self.speech_item_id = None
+            previous, self.turns = self.turns, self._new_detector()
+            if self.input_state is InputState.SPEECH:
+                if self.turns is None:
+                    self._go("vad_off")
+                    self._drop_speech_item()
+                elif previous is not None:
+                    # the user is still speaking: the new settings apply to this turn's end
+                    self.turns = attrs.evolve(previous, config=self.turns.config)
         out.events.append(ev.SessionUpdated(session=self.session.to_wire()))
 
     # --- conversation ------------------------------------------------------------------------
 
     def _on_item_create(self, event: ev.ConversationItemCreate, out: Output) -> None:
         item = event.item
-        audio = [c for c in getattr(item, "content", ()) if c.type == "input_audio" and c.audio]
+        if item.id == self.speech_item_id:
+            # announced by speech_started: the id the speech in progress will be committed as
+            raise item_already_exists(item.id)
         decoded: list[bytes] = []
-        if audio:
-            fmt = self.session.input_format
-            for index, content in enumerate(audio):
-                data = decode_base64_audio(content.audio or "", f"item.content[{index}].audio")
-                if fmt == "audio/pcm" and len(data) % 2:
-                    raise ProtocolError(
-                        "invalid_value",
-                        "Invalid audio: audio/pcm input must be 16-bit samples.",
-                        f"item.content[{index}].audio",
-                    )
-                decoded.append(data)
+        fmt = self.session.input_format
+        for index, content in enumerate(getattr(item, "content", ())):
+            if content.type != "input_audio" or not content.audio:
+                continue
+            data = decode_base64_audio(content.audio, f"item.content[{index}].audio")
+            if fmt == "audio/pcm" and len(data) % 2:
+                raise ProtocolError(
+                    "invalid_value",
+                    "Invalid audio: audio/pcm input must be 16-bit samples.",
+                    f"item.content[{index}].audio",
+                )
+            decoded.append(data)
+        if decoded:
             item = attrs.evolve(
                 item,
                 content=tuple(attrs.evolve(c, audio=None) for c in item.content),  # type: ignore[union-attr]
@@ -339,6 +359,7 @@ class RealtimeConnection:
                 )
         self.conversation.delete(event.item_id)
         self.pending_transcripts.discard(event.item_id)
+        self.transcript_sent.pop(event.item_id, None)
         self.audio_items.pop(event.item_id, None)
         out.events.append(ev.ConversationItemDeleted(item_id=event.item_id))
         self._start_ready_responses(out)
@@ -358,7 +379,7 @@ class RealtimeConnection:
                 f"Content {event.content_index} of item '{item.id}' is not audio.",
                 "content_index",
             )
-        audio_ms, segments = self.audio_items.get(item.id, (0.0, []))
+        audio_ms, segments = self._audio_item(item.id)
         # Clients measure playback with their own clock and may overshoot the audio a little:
         # clamp to what was sent instead of failing the truncate they need after an interruption.
         end_ms = min(event.audio_end_ms, int(audio_ms))
@@ -482,7 +503,17 @@ class RealtimeConnection:
         del self.responses[run.id]
         if self.default_response_id == run.id:
             self.default_response_id = None
-        self.audio_items.update(run.audio_items)
+        for item_id, audio in run.audio_items.items():
+            self.audio_items.setdefault(item_id, audio)  # a truncate may have cut it already
+
+    def _audio_item(self, item_id: str) -> tuple[float, list[tuple[float, str]]]:
+        """The audio ms and transcript segments of a finished assistant audio item."""
+        if item_id in self.audio_items:
+            return self.audio_items[item_id]
+        for run in self.responses.values():  # closed before its response ended
+            if item_id in run.audio_items:
+                return run.audio_items[item_id]
+        return 0.0, []
 
     def _run_for(self, response_id: str) -> ResponseRun | None:
         run = self.responses.get(response_id)

@@ -48,11 +48,7 @@ class Conversation:
     def check_insert(self, item: Item, previous_item_id: str | None) -> None:
         """Raise the error :meth:`insert` would raise, changing nothing."""
         if item.id in self:
-            raise ProtocolError(
-                "item_already_exists",
-                f"Item with id '{item.id}' already exists in the conversation.",
-                "item.id",
-            )
+            raise item_already_exists(item.id)
         if previous_item_id not in (None, ROOT) and previous_item_id not in self:
             raise ProtocolError(
                 "invalid_value",
@@ -89,4 +85,12 @@ class Conversation:
 def item_not_found(item_id: str, param: str = "item_id") -> ProtocolError:
     return ProtocolError(
         "item_not_found", f"Item with item_id '{item_id}' not found in the conversation.", param
+    )
+
+
+def item_already_exists(item_id: str) -> ProtocolError:
+    return ProtocolError(
+        "item_already_exists",
+        f"Item with id '{item_id}' already exists in the conversation.",
+        "item.id",
     )

@@ -212,13 +212,22 @@ class ResponseRun:
 
     # --- outputs -----------------------------------------------------------------------------
 
-    def audio(self, audio: bytes, transcript: str) -> list[ev.ServerEvent]:
-        self._go("output")
-        out: list[ev.ServerEvent] = []
-        if self._message is None:
-            out += self._open_message("audio")
+    def _message_for(self, modality: str) -> tuple[_OpenMessage, list[ev.ServerEvent]]:
+        """The open message, opened now if needed; its one part must be of ``modality``."""
+        out: list[ev.ServerEvent] = (
+            [] if self._message is not None else self._open_message(modality)
+        )
         msg = self._message
         assert msg is not None
+        if msg.modality != modality:
+            raise IllegalTransition(
+                f"response {self.id}: {modality} output inside its open {msg.modality} message"
+            )
+        return msg, out
+
+    def audio(self, audio: bytes, transcript: str) -> list[ev.ServerEvent]:
+        self._go("output")
+        msg, out = self._message_for("audio")
         where = {
             "response_id": self.id,
             "item_id": msg.item_id,
@@ -239,11 +248,7 @@ class ResponseRun:
 
     def text(self, delta: str) -> list[ev.ServerEvent]:
         self._go("output")
-        out: list[ev.ServerEvent] = []
-        if self._message is None:
-            out += self._open_message("text")
-        msg = self._message
-        assert msg is not None
+        msg, out = self._message_for("text")
         msg.text += delta
         out.append(
             ev.ResponseOutputTextDelta(

@@ -195,15 +195,38 @@ class MapOf(Spec):
         return {k: self.value.check(v, join(path, k)) for k, v in value.items()}
 
 
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0)."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            children = current.values() if isinstance(current, dict) else current
+            pending += [(child, depth) for child in children]
+    return deepest
+
+
 @attrs.frozen
 class AnyJSON(Spec):
-    """Any JSON value of the given Python kinds, passed through (JSON Schemas, trace metadata)."""
+    """Any JSON value of the given Python kinds, passed through (JSON Schemas, trace metadata).
+
+    Its nesting is bounded: the value is copied and echoed back, both recursively.
+    """
 
     kinds: tuple[type, ...] = (dict,)
+    max_depth: int = 64
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, self.kinds):
             raise invalid_type(path, _JSON_TYPE_NAMES.get(self.kinds[0], "a value"), value)
+        if _depth(value) > self.max_depth:
+            raise ProtocolError(
+                "invalid_value",
+                f"Invalid '{path}': nested deeper than {self.max_depth} levels.",
+                path,
+            )
         return value
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from engines.base import MissingDependency
+from protocol import ProtocolError, RealtimeConnection
 
 from .app import AppSettings
 from .pool import Pipeline, PipelinePool
@@ -76,6 +77,22 @@ def parser() -> argparse.ArgumentParser:
         help="model name reported in the session when the client gives no ?model=",
     )
     server.add_argument("--voice", default="alloy", help="the sessions' default voice name")
+    server.add_argument("--instructions", help="the sessions' default instructions (system prompt)")
+    server.add_argument(
+        "--vad_threshold",
+        type=float,
+        default=0.5,
+        help="default server_vad speech probability threshold (0-1) of new sessions",
+    )
+    server.add_argument(
+        "--vad_silence_ms",
+        type=int,
+        default=200,
+        help="default server_vad silence_duration_ms: silence that ends a turn",
+    )
+    server.add_argument(
+        "--tts_speed", type=float, default=1.0, help="default speaking rate (0.25-1.5)"
+    )
     server.add_argument(
         "--graceful_timeout_s",
         type=float,
@@ -166,6 +183,25 @@ def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
 
 
+def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The partial session object that the flags lay over OpenAI's defaults."""
+    defaults: dict[str, Any] = {
+        "audio": {
+            "input": {
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": args.vad_threshold,
+                    "silence_duration_ms": args.vad_silence_ms,
+                }
+            },
+            "output": {"speed": args.tts_speed},
+        }
+    }
+    if args.instructions:
+        defaults["instructions"] = args.instructions
+    return defaults
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -174,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if args.num_pipelines < 1:
         raise SystemExit("--num_pipelines must be at least 1")
+    try:
+        RealtimeConnection(session_defaults=session_defaults(args))
+    except ProtocolError as exc:
+        raise SystemExit(f"invalid session default ({exc.param}): {exc.message}") from None
     started = time.perf_counter()
     try:
         pool = PipelinePool.build(args.num_pipelines, lambda i: build_pipeline(args, i))
@@ -193,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_key=args.api_key or None,
         session=SessionOptions(
             model=args.model,
+            session_defaults=session_defaults(args),
             voice=args.voice,
             live_transcription=args.enable_live_transcription,
             send_timeout_s=args.send_timeout_s,

@@ -30,7 +30,7 @@ from . import audio
 from .context import llm_request
 from .metrics import Metrics
 from .pool import Pipeline
-from .text import SpeechChunker, confirmed_growth
+from .text import SpeechChunker, clean_for_speech, confirmed_growth
 from .threads import stream_in_thread
 
 log = logging.getLogger("realtime.session")
@@ -53,6 +53,8 @@ class SlowClient(Exception):
 class SessionOptions:
     model: str = "gpt-realtime"
     voice: str = "alloy"
+    #: a partial session object laid over OpenAI's session defaults (from the CLI flags)
+    session_defaults: dict[str, Any] = attrs.Factory(dict)
     live_transcription: bool = True
     live_interval_ms: int = 500
     output_chunk_ms: int = 40
@@ -168,6 +170,13 @@ class InputTimeline:
         self._base += min(cut, len(stored))
 
 
+def _single_cause(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (a nursery's wrapping)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 class SessionRunner:
     """Runs one session until the client leaves, stops reading, or the server shuts down.
 
@@ -189,7 +198,9 @@ class SessionRunner:
         self.options = options
         self.metrics = metrics
         self.shutdown = shutdown if shutdown is not None else trio.Event()
-        self.conn = RealtimeConnection(model=options.model, voice=options.voice)
+        self.conn = RealtimeConnection(
+            model=options.model, voice=options.voice, session_defaults=options.session_defaults
+        )
         self.session_id = self.conn.session.wire["id"]
         self.outbox = outbox
         self._audio_send, self._audio_receive = trio.open_memory_channel[Any](256)
@@ -421,7 +432,8 @@ class SessionRunner:
                 except Exception as exc:
                     self.metrics.engine_errors += 1
                     log.exception("session %s: response %s failed", self.session_id, response_id)
-                    message = str(exc) or type(exc).__name__
+                    cause = _single_cause(exc)
+                    message = str(cause) or type(cause).__name__
                     await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
         finally:
             token.cancel()
@@ -506,8 +518,8 @@ class SessionRunner:
                             ins.ToolCallOut(response_id, piece.call_id, piece.name, piece.arguments)
                         )
                     )
-                elif speak:
-                    await speak_piece(piece)
+                elif speak and (spoken := clean_for_speech(piece)):
+                    await speak_piece(spoken)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)

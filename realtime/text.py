@@ -72,3 +72,25 @@ def confirmed_growth(sent: str, previous: str, current: str) -> str:
         return ""
     growth = agreed[len(sent.strip()) :]
     return growth if sent else growth.lstrip()
+
+
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:[-*+•]|\d+[.)])\s+")
+_HEADING = re.compile(r"(?m)^\s*#{1,6}\s*")
+_MARKUP = re.compile(r"[*_`~>|]+")
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def clean_for_speech(text: str) -> str:
+    """Text as it should be spoken: markdown links, emphasis, headings and list markers gone.
+
+    Leading and trailing whitespace is kept so that transcript pieces still join up.
+    """
+    lead = text[: len(text) - len(text.lstrip())]
+    trail = text[len(text.rstrip()) :]
+    body = _LINK.sub(r"\1", text.strip())
+    body = _HEADING.sub("", body)
+    body = _LIST_MARKER.sub("", body)
+    body = _MARKUP.sub("", body)
+    body = _SPACES.sub(" ", body).strip()
+    return f"{lead}{body}{trail}" if body else ""

@@ -6,16 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.base import CancelToken, MissingDependency
-from engines.embedded import EmbeddedEngines, load_embedded
-
-
-@pytest.fixture(scope="session")
-def embedded() -> EmbeddedEngines:
-    try:
-        return load_embedded(threads=2, llm={"n_ctx": 1024})
-    except MissingDependency as error:
-        pytest.skip(str(error))
+from engines.base import CancelToken
 
 
 @pytest.fixture(scope="session")

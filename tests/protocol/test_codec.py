@@ -242,3 +242,51 @@ def test_metadata_values_must_be_strings() -> None:
 def test_deeply_nested_json_is_a_protocol_error() -> None:
     frame = '{"type":"session.update","session":' + "[" * 100_000 + "]" * 100_000 + "}"
     assert error_of(frame).code in ("invalid_json", "invalid_event", "invalid_value")
+
+
+def tool_update(parameters: str) -> str:
+    return (
+        '{"type":"session.update","session":{"type":"realtime","tools":[{"type":"function",'
+        f'"name":"f","parameters":{parameters}}}]}}}}'
+    )
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_non_finite_numbers_are_invalid_json(value: str) -> None:
+    # passed through into session.updated they would make the server send invalid JSON
+    error = error_of(tool_update('{"x":' + value + "}"))
+    assert error.code == "invalid_json"
+
+
+def test_finite_floats_still_parse() -> None:
+    event = parse_client_event(tool_update('{"x":1.5e3,"y":-0.25}'))
+    assert isinstance(event, events.SessionUpdate)
+    assert event.session["tools"][0]["parameters"] == {"x": 1500.0, "y": -0.25}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"input_audio_buffer.clear","event_id":"\\ud800"}',
+        '{"type":"session.update","session":{"type":"realtime","instructions":"a\\udc00b"}}',
+        '{"type":"session.update","session":{"type":"realtime","\\ud83d":1}}',
+        '{"type":"session.update","session":{"type":"realtime","instructions":"\ud800"}}',
+    ],
+)
+def test_lone_surrogates_are_invalid_json(frame: str) -> None:
+    # echoed back they could not be encoded as UTF-8 for the wire
+    assert error_of(frame).code == "invalid_json"
+
+
+def test_surrogate_pairs_are_one_character() -> None:
+    event = parse_client_event(
+        '{"type":"session.update","session":{"type":"realtime","instructions":"\\ud83d\\ude00"}}'
+    )
+    assert isinstance(event, events.SessionUpdate)
+    assert event.session["instructions"] == "😀"
+
+
+def test_free_json_nested_too_deeply_is_invalid_value_on_its_param() -> None:
+    error = error_of(tool_update('{"a":' * 65 + "1" + "}" * 65))
+    assert (error.code, error.param) == ("invalid_value", "session.tools[0].parameters")
+    assert parse_client_event(tool_update('{"a":' * 64 + "1" + "}" * 64))

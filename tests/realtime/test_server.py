@@ -381,3 +381,58 @@ def test_health_and_metrics() -> None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read().decode()
         assert "realtime_active_sessions 0" in text
         assert "realtime_time_to_first_audio_seconds_count" in text
+
+
+def test_engine_failure_fails_the_response_and_the_session_goes_on() -> None:
+    pool = fake_pool()
+    llm = pool.pipelines[0].llm
+    with live_server(pool) as server:
+
+        async def body() -> None:
+            async with connect(server) as ws:
+                client = Client(ws)
+                await client.next()
+                llm.fail = True  # type: ignore[attr-defined]
+                await client.send({"type": "response.create"})
+                events = await client.until("response.done")
+                done = events[-1]["response"]
+                assert done["status"] == "failed"
+                assert "fake LLM failure" in done["status_details"]["error"]["message"]
+                error = await client.next()
+                assert (error["type"], error["error"]["type"]) == ("error", "server_error")
+                llm.fail = False  # type: ignore[attr-defined]
+                await client.send({"type": "response.create"})
+                events = await client.until("response.done")
+                assert events[-1]["response"]["status"] == "completed"
+
+        run(body)
+        assert server.metrics.engine_errors == 1
+
+
+def test_transcription_failure_is_reported_and_the_turn_still_answers() -> None:
+    pool = fake_pool()
+    stt = pool.pipelines[0].stt
+    stt.fail = True  # type: ignore[attr-defined]
+    with live_server(pool) as server:
+
+        async def body() -> None:
+            async with connect(server) as ws:
+                client = Client(ws)
+                await client.next()
+                await client.send(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "realtime",
+                            "audio": {"input": {"transcription": {"model": "whisper-1"}}},
+                        },
+                    }
+                )
+                await client.next()
+                await client.append(tone_pcm(800) + silence_pcm(600))
+                events = await client.until("response.done", timeout=20)
+                failed = [e for e in events if e["type"].endswith("transcription.failed")]
+                assert failed and failed[0]["error"]["message"] == "fake transcription failure"
+                assert events[-1]["response"]["status"] == "completed"
+
+        run(body)
