@@ -41,9 +41,7 @@ class MissingDependency(EngineError):
     """An engine's optional dependency or model file is not installed; ``extra`` names the fix."""
 
     def __init__(self, engine: str, extra: str, detail: str) -> None:
-        super().__init__(
-            f"{engine} needs {detail}; install it with: pip install -e '.[{extra}]'"
-        )
+        super().__init__(f"{engine} needs {detail}; install it with: pip install -e '.[{extra}]'")
         self.engine = engine
         self.extra = extra
 

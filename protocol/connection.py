@@ -117,6 +117,8 @@ class RealtimeConnection:
         #: finished assistant audio: item id -> (audio ms, transcript segments)
         self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
         self.started = False
+        #: a VAD turn ended while a response was active (interrupt_response off)
+        self.turn_awaiting_response = False
 
     # --- public API --------------------------------------------------------------------------
 
@@ -276,8 +278,12 @@ class RealtimeConnection:
             self.buffer_start_ms = float(end_ms)
             if self.timeline_ms > self.buffer_start_ms:
                 self._go("append")  # audio after the turn's end stays for the next turn
-            if td.create_response and self.default_response_id is None:
-                self._create_response(ev.ResponseParams(), out)
+            if td.create_response:
+                if self.default_response_id is None:
+                    self._create_response(ev.ResponseParams(), out)
+                else:
+                    # interrupt_response is off: answer this turn once the current answer ends
+                    self.turn_awaiting_response = True
 
     # --- session -----------------------------------------------------------------------------
 
@@ -321,10 +327,10 @@ class RealtimeConnection:
                     f"item.content[{index}].audio",
                 )
             decoded.append(data)
-        if decoded:
+        if decoded and isinstance(item, MessageItem):
+            # the audio goes to the transcriber; the conversation keeps the transcript only
             item = attrs.evolve(
-                item,
-                content=tuple(attrs.evolve(c, audio=None) for c in item.content),  # type: ignore[union-attr]
+                item, content=tuple(attrs.evolve(c, audio=None) for c in item.content)
             )
         previous = self.conversation.insert(item, event.previous_item_id)
         out.events += [
@@ -496,15 +502,18 @@ class RealtimeConnection:
 
     def _cancel(self, run: ResponseRun, reason: str, out: Output) -> None:
         out.events += run.cancel(reason)
-        self._retire(run)
+        self._retire(run, out)
         out.effects.append(CancelResponse(run.id, reason))
 
-    def _retire(self, run: ResponseRun) -> None:
+    def _retire(self, run: ResponseRun, out: Output) -> None:
         del self.responses[run.id]
-        if self.default_response_id == run.id:
-            self.default_response_id = None
         for item_id, audio in run.audio_items.items():
             self.audio_items.setdefault(item_id, audio)  # a truncate may have cut it already
+        if self.default_response_id == run.id:
+            self.default_response_id = None
+            if self.turn_awaiting_response:
+                self.turn_awaiting_response = False
+                self._create_response(ev.ResponseParams(), out)
 
     def _audio_item(self, item_id: str) -> tuple[float, list[tuple[float, str]]]:
         """The audio ms and transcript segments of a finished assistant audio item."""
@@ -544,14 +553,14 @@ class RealtimeConnection:
         if run is None:
             return _stale(result)
         out.events += run.complete(result.input_tokens, result.output_tokens, result.truncated)
-        self._retire(run)
+        self._retire(run, out)
 
     def _on_response_failed(self, result: ins.ResponseFailed, out: Output) -> None:
         run = self.responses.get(result.response_id)
         if run is None:
             return _stale(result)
         out.events += run.fail(result.code, result.message)
-        self._retire(run)
+        self._retire(run, out)
         out.events.append(
             ev.Error(
                 error_type="server_error",

@@ -185,7 +185,7 @@ class ResponseRun:
         if msg is None:
             return []
         self._message = None
-        where = {
+        where: dict[str, Any] = {
             "response_id": self.id,
             "item_id": msg.item_id,
             "output_index": msg.output_index,
@@ -228,7 +228,7 @@ class ResponseRun:
     def audio(self, audio: bytes, transcript: str) -> list[ev.ServerEvent]:
         self._go("output")
         msg, out = self._message_for("audio")
-        where = {
+        where: dict[str, Any] = {
             "response_id": self.id,
             "item_id": msg.item_id,
             "output_index": msg.output_index,
@@ -271,7 +271,11 @@ class ResponseRun:
         )
         out += self._add_item(started)
         output_index = len(self.output) - 1
-        where = {"response_id": self.id, "item_id": item_id, "output_index": output_index}
+        where: dict[str, Any] = {
+            "response_id": self.id,
+            "item_id": item_id,
+            "output_index": output_index,
+        }
         if arguments:
             out.append(
                 ev.ResponseFunctionCallArgumentsDelta(**where, call_id=call_id, delta=arguments)

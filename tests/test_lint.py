@@ -32,6 +32,16 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_protocol_is_mypy_strict_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", str(ROOT / "protocol")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_protocol_imports_only_stdlib_and_attrs() -> None:
     stdlib = set(sys.stdlib_module_names)
     for path in (ROOT / "protocol").glob("*.py"):

@@ -235,7 +235,12 @@ def test_the_session_stays_usable_after_errors() -> None:
         d.send(frame)
     stopped = vad(d, 320, 0.0)
     assert stopped[0]["item_id"] == speech_item
-    assert d.feed(ins.ResponseComplete(rid))[-1]["response"]["status"] == "completed"
+    d.feed(ins.TranscriptDone(speech_item, "Wait a moment.", 0.3))
+    ended = d.feed(ins.ResponseComplete(rid))
+    assert types(ended)[-2:] == ["response.done", "response.created"]
+    assert ended[-2]["response"]["status"] == "completed"
+    # the user's turn, ended while the first answer spoke, gets the next answer
+    assert types(d.send({"type": "response.cancel"}))[-1] == "response.done"
     assert types(d.send({"type": "response.create"})) == ["response.created"]
 
 

@@ -28,6 +28,7 @@ from tests.protocol.steps import (
     text_turn,
     user_text,
     vad,
+    voice_turn,
 )
 from tests.support import Driver, pcm_ms, types
 
@@ -333,7 +334,25 @@ def test_interrupt_response_false_lets_the_response_finish() -> None:
         "response.output_audio_transcript.delta",
         "response.output_audio.delta",
     ]
-    assert d.feed(ins.ResponseComplete(rid))[-1]["response"]["status"] == "completed"
+    (done,) = [e for e in d.feed(ins.ResponseComplete(rid)) if e["type"] == "response.done"]
+    assert done["response"]["status"] == "completed"
+
+
+def test_a_turn_ended_during_an_uninterrupted_response_is_answered_after_it() -> None:
+    d = Driver()
+    session_update(
+        d, audio=audio_input(turn_detection={"type": "server_vad", "interrupt_response": False})
+    )
+    rid = text_turn(d)
+    speak_audio(d, rid)
+    turn = voice_turn(d)
+    assert "response.created" not in types(turn)
+    (item_id,) = [e["item_id"] for e in turn if e["type"] == "input_audio_buffer.committed"]
+    d.feed(ins.TranscriptDone(item_id, "And then?", 0.3))
+    after = d.feed(ins.ResponseComplete(rid))
+    assert types(after)[-2:] == ["response.done", "response.created"]
+    second = created_id(after)
+    assert start_of(d, second).plan.context[-1].id == item_id
 
 
 def test_client_cancel_ends_the_active_response() -> None:
