@@ -64,6 +64,10 @@ class VAD(Protocol):
         """Forget the recurrent state (start of a new session)."""
         ...
 
+    def stream(self) -> VAD:
+        """A VAD with its own fresh state that shares this one's model (one per session)."""
+        ...
+
 
 # --- STT -------------------------------------------------------------------------------------
 
@@ -73,6 +77,8 @@ class Transcript:
     text: str
     audio_seconds: float  #: duration of the audio that was transcribed
     language: str | None = None
+    #: (token, natural-log probability) pairs, when asked for and the engine has them
+    logprobs: tuple[tuple[str, float], ...] | None = None
 
 
 @runtime_checkable
@@ -86,10 +92,12 @@ class STT(Protocol):
         language: str | None = None,
         prompt: str | None = None,
         partial: bool = False,
+        logprobs: bool = False,
         cancel: CancelToken | None = None,
     ) -> Transcript:
         """Transcribe one segment. ``partial=True`` asks for a fast hypothesis of a segment
-        that is still growing (live transcription); engines may trade accuracy for speed."""
+        that is still growing (live transcription); engines may trade accuracy for speed.
+        ``logprobs=True`` asks for per-token log probabilities in ``Transcript.logprobs``."""
         ...
 
 

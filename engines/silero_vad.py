@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 from pathlib import Path
 
@@ -50,6 +51,12 @@ class SileroVAD:
             ) from None
         self._sr = np.array(self.sample_rate, dtype=np.int64)
         self.reset()
+
+    def stream(self) -> SileroVAD:
+        """A VAD for another audio stream: the same ONNX session, its own recurrent state."""
+        other = copy.copy(self)
+        other.reset()
+        return other
 
     def reset(self) -> None:
         self._context = np.zeros((1, self.context_samples), dtype=np.float32)

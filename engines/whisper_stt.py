@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,13 @@ class WhisperSTT:
         language: str | None = None,
         prompt: str | None = None,
         partial: bool = False,
+        logprobs: bool = False,
         cancel: CancelToken | None = None,
     ) -> Transcript:
-        """Text of ``audio``. Cancellation is checked between Whisper segments (each covers up
-        to 30 s of audio); a cancelled call returns the text decoded so far."""
+        """Text of ``audio``; with ``logprobs``, each word's log probability as Whisper scored
+        it (word timestamps are computed for that). Cancellation is checked between Whisper
+        segments (each covers up to 30 s of audio); a cancelled call returns the text decoded
+        so far."""
         audio_seconds = len(audio) / self.sample_rate
         requested = language or self.language
         if len(audio) == 0 or (cancel is not None and cancel.cancelled):
@@ -82,12 +86,21 @@ class WhisperSTT:
             initial_prompt=prompt or None,
             condition_on_previous_text=False,
             vad_filter=False,
+            word_timestamps=logprobs,
             **options,
         )
         texts: list[str] = []
+        words: list[tuple[str, float]] = []
         for segment in segments:
             texts.append(segment.text.strip())
+            for word in segment.words or ():
+                words.append((word.word, math.log(max(word.probability, 1e-12))))
             if cancel is not None and cancel.cancelled:
                 break
         text = " ".join(t for t in texts if t)
-        return Transcript(text=text, audio_seconds=audio_seconds, language=info.language)
+        return Transcript(
+            text=text,
+            audio_seconds=audio_seconds,
+            language=info.language,
+            logprobs=tuple(words) if logprobs else None,
+        )

@@ -139,6 +139,12 @@ class ProtocolMachine(RuleBasedStateMachine):
         done = [e["response"]["id"] for e in self.d.log if e["type"] == "response.done"]
         return done or ["resp_unknown"]
 
+    def pending_in_order(self) -> list[str]:
+        """Items awaiting transcripts, in conversation order (ids are random: never sort them,
+        or a replayed example would pick a different item)."""
+        pending = self.conn.pending_transcripts
+        return [item.id for item in self.conn.conversation if item.id in pending]
+
     def item_ids(self) -> list[str]:
         return [item.id for item in self.conn.conversation] + self.stale_items
 
@@ -263,7 +269,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     def transcript(self, data: st.DataObject, kind: str) -> None:
         live = [self.conn.speech_item_id] if self.conn.speech_item_id else []
         item_id = draw_mostly(
-            data, [*sorted(self.conn.pending_transcripts), *live], self.stale_items
+            data, [*self.pending_in_order(), *live], self.stale_items
         )
         if kind == "delta":
             self.d.feed(

@@ -79,6 +79,15 @@ def _stale(_: Any) -> None:
     """Results for work that was cancelled, cleared or deleted are dropped, by design."""
 
 
+#: the client events a transcription session accepts (it has no conversation or responses)
+TRANSCRIPTION_EVENTS: tuple[type[ev.ClientEvent], ...] = (
+    ev.SessionUpdate,
+    ev.InputAudioBufferAppend,
+    ev.InputAudioBufferCommit,
+    ev.InputAudioBufferClear,
+)
+
+
 class RealtimeConnection:
     """The protocol state of one connection. Not thread-safe: one caller at a time."""
 
@@ -88,16 +97,23 @@ class RealtimeConnection:
         model: str = "gpt-realtime",
         voice: str = "alloy",
         session_id: str | None = None,
+        session_type: str = "realtime",
         session_defaults: dict[str, Any] | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
-        """``session_defaults``: a partial session object (as in ``session.update``) laid over
-        OpenAI's defaults for this server's sessions; invalid ones raise ProtocolError."""
-        self.session = SessionConfig.initial(
-            session_id or ids.session_id(), model, int(now()) + SESSION_LIFETIME_S, voice
-        )
+        """``session_type``: ``"realtime"`` (a voice conversation) or ``"transcription"``
+        (speech to text only). ``session_defaults``: a partial session object (as in
+        ``session.update``) laid over OpenAI's defaults; invalid ones raise ProtocolError."""
+        session_id = session_id or ids.session_id()
+        expires_at = int(now()) + SESSION_LIFETIME_S
+        if session_type == "transcription":
+            self.session = SessionConfig.initial_transcription(session_id, expires_at)
+        elif session_type == "realtime":
+            self.session = SessionConfig.initial(session_id, model, expires_at, voice)
+        else:
+            raise ValueError(f"unknown session type {session_type!r}")
         if session_defaults:
-            patch = SESSION_UPDATE_SPEC.check({"type": "realtime", **session_defaults}, "session")
+            patch = SESSION_UPDATE_SPEC.check({"type": session_type, **session_defaults}, "session")
             self.session = self.session.updated(patch, voice_locked=False)
         self.conversation = Conversation()
         self.conversation_id = ids.conversation_id()
@@ -141,6 +157,14 @@ class RealtimeConnection:
         """One parsed client event. Errors become one ``error`` event and change nothing."""
         out = Output()
         try:
+            if self.session.type == "transcription" and type(event) not in TRANSCRIPTION_EVENTS:
+                raise ProtocolError(
+                    "invalid_value",
+                    f"Invalid value: '{event.TYPE}'. A transcription session supports: "
+                    + ", ".join(f"'{cls.TYPE}'" for cls in TRANSCRIPTION_EVENTS)
+                    + ".",
+                    "type",
+                )
             self._CLIENT_HANDLERS[type(event)](self, event, out)
         except ProtocolError as error:
             return Output([self.error_event(error.with_event_id(event.event_id))])
@@ -260,7 +284,7 @@ class RealtimeConnection:
                     audio_start_ms=self.speech_start_ms, item_id=self.speech_item_id
                 )
             )
-            if self.session.transcription is not None:
+            if self.transcribing:
                 start = max(int(self.buffer_start_ms), self.speech_start_ms - td.prefix_padding_ms)
                 out.effects.append(TranscribeLive(self.speech_item_id, start))
             if td.interrupt_response and self.default_response_id is not None:
@@ -278,7 +302,7 @@ class RealtimeConnection:
             self.buffer_start_ms = float(end_ms)
             if self.timeline_ms > self.buffer_start_ms:
                 self._go("append")  # audio after the turn's end stays for the next turn
-            if td.create_response:
+            if td.create_response and self.session.type == "realtime":
                 if self.default_response_id is None:
                     self._create_response(ev.ResponseParams(), out)
                 else:
@@ -571,6 +595,12 @@ class RealtimeConnection:
 
     # --- transcription -----------------------------------------------------------------------
 
+    @property
+    def transcribing(self) -> bool:
+        """Whether input transcription events are sent: always in a transcription session,
+        when ``audio.input.transcription`` is set in a realtime one."""
+        return self.session.type == "transcription" or self.session.transcription is not None
+
     def _on_transcript_delta(self, result: ins.TranscriptDelta, out: Output) -> None:
         live = result.item_id == self.speech_item_id or result.item_id in self.pending_transcripts
         if not live or not result.delta:
@@ -578,7 +608,7 @@ class RealtimeConnection:
         self.transcript_sent[result.item_id] = (
             self.transcript_sent.get(result.item_id, "") + result.delta
         )
-        if self.session.transcription is not None:
+        if self.transcribing:
             out.events.append(
                 ev.TranscriptionDelta(item_id=result.item_id, content_index=0, delta=result.delta)
             )
@@ -598,7 +628,7 @@ class RealtimeConnection:
         self.pending_transcripts.discard(result.item_id)
         sent = self.transcript_sent.pop(result.item_id, "")
         self._set_transcript(result.item_id, result.transcript)
-        if self.session.transcription is not None:
+        if self.transcribing:
             if result.transcript.startswith(sent) and len(result.transcript) > len(sent):
                 out.events.append(
                     ev.TranscriptionDelta(
@@ -613,6 +643,11 @@ class RealtimeConnection:
                     content_index=0,
                     transcript=result.transcript,
                     usage={"type": "duration", "seconds": round(result.audio_seconds, 3)},
+                    logprobs=(
+                        [dict(p) for p in result.logprobs]
+                        if self.session.include_logprobs and result.logprobs is not None
+                        else None
+                    ),
                 )
             )
         self._start_ready_responses(out)
@@ -622,7 +657,7 @@ class RealtimeConnection:
             return _stale(result)
         self.pending_transcripts.discard(result.item_id)
         self.transcript_sent.pop(result.item_id, None)
-        if self.session.transcription is not None:
+        if self.transcribing:
             out.events.append(
                 ev.TranscriptionFailed(
                     item_id=result.item_id,

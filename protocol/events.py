@@ -294,6 +294,14 @@ class TranscriptionCompleted(ServerEvent):
     content_index: int
     transcript: str
     usage: dict[str, Any]
+    #: per token: ``{"token", "logprob", "bytes"}``; sent only when the session includes them
+    logprobs: list[dict[str, Any]] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if self.logprobs is None:
+            del wire["logprobs"]
+        return wire
 
 
 @_server_event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -27,6 +29,8 @@ class TranscriptDone:
     item_id: str
     transcript: str
     audio_seconds: float
+    #: per token ``{"token": str, "logprob": float, "bytes": list[int]}``, when the engine has them
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
 
 @attrs.frozen

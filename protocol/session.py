@@ -146,9 +146,9 @@ _TRUNCATION = ByKind(
     "a string or an object",
 )
 
-SESSION_UPDATE_SPEC = Obj(
+REALTIME_SESSION_SPEC = Obj(
     fields(
-        type=required(Enum(("realtime", "transcription"))),
+        type=required(Enum(("realtime",))),
         model=Str(max_length=256),
         output_modalities=OUTPUT_MODALITIES_SPEC,
         instructions=Str(),
@@ -179,6 +179,54 @@ SESSION_UPDATE_SPEC = Obj(
     )
 )
 
+_TRANSCRIPTION_TURN_DETECTION = Tagged(
+    {
+        "server_vad": Obj(
+            fields(
+                type=required(Enum(("server_vad",))),
+                threshold=Num(0.0, 1.0),
+                prefix_padding_ms=Int(0, 10_000),
+                silence_duration_ms=Int(0, 10_000),
+                idle_timeout_ms=Nullable(Int(5_000, 30_000)),
+                create_response=Bool(),
+                interrupt_response=Bool(),
+            )
+        ),
+        "semantic_vad": Obj(
+            fields(
+                type=required(Enum(("semantic_vad",))),
+                eagerness=Enum(("low", "medium", "high", "auto")),
+                create_response=Bool(),
+                interrupt_response=Bool(),
+            )
+        ),
+    }
+)
+
+#: a transcription session has input audio settings only: no model, voice, tools or output
+TRANSCRIPTION_SESSION_SPEC = Obj(
+    fields(
+        type=required(Enum(("transcription",))),
+        audio=Obj(
+            fields(
+                input=Obj(
+                    fields(
+                        format=AUDIO_FORMAT_SPEC,
+                        noise_reduction=Nullable(_NOISE_REDUCTION),
+                        transcription=Nullable(_TRANSCRIPTION),
+                        turn_detection=Nullable(_TRANSCRIPTION_TURN_DETECTION),
+                    )
+                ),
+            )
+        ),
+        include=Nullable(ListOf(Enum(("item.input_audio_transcription.logprobs",)))),
+    )
+)
+
+SESSION_UPDATE_SPEC = Tagged(
+    {"realtime": REALTIME_SESSION_SPEC, "transcription": TRANSCRIPTION_SESSION_SPEC}
+)
+
 # --- defaults --------------------------------------------------------------------------------
 
 SERVER_VAD_DEFAULTS: dict[str, Any] = {
@@ -196,6 +244,14 @@ SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {
     "create_response": True,
     "interrupt_response": True,
 }
+#: what a transcription session shows of server VAD (it creates and interrupts no response)
+TRANSCRIPTION_SERVER_VAD_DEFAULTS: dict[str, Any] = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 200,
+}
+TRANSCRIPTION_SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {"type": "semantic_vad", "eagerness": "auto"}
 TRANSCRIPTION_DEFAULTS: dict[str, Any] = {"model": "whisper-1", "language": None, "prompt": None}
 NOISE_REDUCTION_DEFAULTS: dict[str, Any] = {"type": "near_field", "strength": 1.0}
 
@@ -235,6 +291,25 @@ def default_session(
     }
 
 
+def default_transcription_session(session_id: str, expires_at: int) -> dict[str, Any]:
+    """The session object of a transcription session's ``session.created``, as OpenAI's."""
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session_id,
+        "expires_at": expires_at,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": dict(TRANSCRIPTION_SERVER_VAD_DEFAULTS),
+            }
+        },
+        "include": None,
+    }
+
+
 # --- merge -----------------------------------------------------------------------------------
 
 
@@ -261,28 +336,39 @@ def _fill_defaults(session: dict[str, Any], patch: Mapping[str, Any]) -> dict[st
     td = patch_in.get("turn_detection")
     if td is not None:
         # a new VAD type starts from that type's defaults, not from the old type's fields
-        defaults = SERVER_VAD_DEFAULTS if td["type"] == "server_vad" else SEMANTIC_VAD_DEFAULTS
+        defaults = _vad_defaults(session["type"], td["type"])
+        optional = set(SERVER_VAD_DEFAULTS) | set(SEMANTIC_VAD_DEFAULTS)
         base = (
             audio_in["turn_detection"]
             if isinstance(audio_in["turn_detection"], dict)
             and audio_in["turn_detection"].get("type") == td["type"]
             else {}
         )
-        audio_in["turn_detection"] = {**defaults, **base, **td}
-        audio_in["turn_detection"] = {
-            k: v for k, v in audio_in["turn_detection"].items() if k in defaults
-        }
+        merged = {**defaults, **base, **td}
+        # fields of the other VAD type go; a transcription session keeps the optional ones given
+        keep = set(defaults) | (set(td) & optional)
+        if session["type"] == "realtime":
+            keep = set(defaults)
+        audio_in["turn_detection"] = {k: v for k, v in merged.items() if k in keep}
     if patch_in.get("transcription") is not None:
         audio_in["transcription"] = {**TRANSCRIPTION_DEFAULTS, **audio_in["transcription"]}
     if patch_in.get("noise_reduction") is not None:
         audio_in["noise_reduction"] = {**NOISE_REDUCTION_DEFAULTS, **audio_in["noise_reduction"]}
-    for direction in ("input", "output"):
+    for direction in session["audio"]:
         fmt = session["audio"][direction]["format"]
         if fmt.get("type", "audio/pcm") == "audio/pcm":
             session["audio"][direction]["format"] = {"type": "audio/pcm", "rate": 24000}
         else:
             session["audio"][direction]["format"] = {"type": fmt["type"]}
     return session
+
+
+def _vad_defaults(session_type: str, vad_type: str) -> dict[str, Any]:
+    if session_type == "transcription":
+        if vad_type == "server_vad":
+            return TRANSCRIPTION_SERVER_VAD_DEFAULTS
+        return TRANSCRIPTION_SEMANTIC_VAD_DEFAULTS
+    return SERVER_VAD_DEFAULTS if vad_type == "server_vad" else SEMANTIC_VAD_DEFAULTS
 
 
 # --- typed view ------------------------------------------------------------------------------
@@ -312,8 +398,8 @@ class TurnDetection:
                 threshold=td["threshold"],
                 prefix_padding_ms=td["prefix_padding_ms"],
                 silence_duration_ms=td["silence_duration_ms"],
-                create_response=td["create_response"],
-                interrupt_response=td["interrupt_response"],
+                create_response=td.get("create_response", False),
+                interrupt_response=td.get("interrupt_response", False),
                 idle_timeout_ms=td.get("idle_timeout_ms"),
             )
         # semantic_vad: the end-of-turn wait follows eagerness (low waits longest)
@@ -323,8 +409,8 @@ class TurnDetection:
             threshold=0.5,
             prefix_padding_ms=300,
             silence_duration_ms=silence,
-            create_response=td["create_response"],
-            interrupt_response=td["interrupt_response"],
+            create_response=td.get("create_response", False),
+            interrupt_response=td.get("interrupt_response", False),
             eagerness=td["eagerness"],
         )
 
@@ -334,6 +420,7 @@ class SessionConfig:
     """The effective session: its wire object plus typed views built once per update."""
 
     wire: dict[str, Any] = attrs.field(eq=False, repr=False)
+    type: Literal["realtime", "transcription"]
     input_format: AudioFormat
     output_format: AudioFormat
     turn_detection: TurnDetection | None
@@ -346,14 +433,36 @@ class SessionConfig:
     tool_choice: str | dict[str, Any]
     max_output_tokens: int | None  #: None = "inf"
 
+    include_logprobs: bool = False
+
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> SessionConfig:
-        audio_in, audio_out = wire["audio"]["input"], wire["audio"]["output"]
+        audio_in = wire["audio"]["input"]
         td = audio_in["turn_detection"]
+        include_logprobs = "item.input_audio_transcription.logprobs" in (wire["include"] or ())
+        if wire["type"] == "transcription":
+            return cls(
+                wire=wire,
+                type="transcription",
+                input_format=audio_in["format"]["type"],
+                output_format="audio/pcm",
+                turn_detection=None if td is None else TurnDetection.from_wire(td),
+                transcription=audio_in["transcription"],
+                voice="",
+                speed=1.0,
+                instructions="",
+                output_modalities=(),
+                tools=(),
+                tool_choice="none",
+                max_output_tokens=None,
+                include_logprobs=include_logprobs,
+            )
+        audio_out = wire["audio"]["output"]
         voice = audio_out["voice"]
         mot = wire["max_output_tokens"]
         return cls(
             wire=wire,
+            type="realtime",
             input_format=audio_in["format"]["type"],
             output_format=audio_out["format"]["type"],
             turn_detection=None if td is None else TurnDetection.from_wire(td),
@@ -365,6 +474,7 @@ class SessionConfig:
             tools=tuple(wire["tools"]),
             tool_choice=wire["tool_choice"],
             max_output_tokens=None if mot == "inf" else int(mot),
+            include_logprobs=include_logprobs,
         )
 
     @classmethod
@@ -372,6 +482,10 @@ class SessionConfig:
         cls, session_id: str, model: str, expires_at: int, voice: str = "alloy"
     ) -> SessionConfig:
         return cls.from_wire(default_session(session_id, model, expires_at, voice))
+
+    @classmethod
+    def initial_transcription(cls, session_id: str, expires_at: int) -> SessionConfig:
+        return cls.from_wire(default_transcription_session(session_id, expires_at))
 
     def to_wire(self) -> dict[str, Any]:
         return copy.deepcopy(self.wire)
@@ -387,7 +501,8 @@ class SessionConfig:
             )
         new_voice = patch.get("audio", {}).get("output", {}).get("voice")
         if (
-            voice_locked
+            self.type == "realtime"
+            and voice_locked
             and new_voice is not None
             and new_voice != self.wire["audio"]["output"]["voice"]
         ):
@@ -398,7 +513,7 @@ class SessionConfig:
             )
         if (
             "tracing" in patch
-            and self.wire["tracing"] is not None
+            and self.wire.get("tracing") is not None
             and patch["tracing"] != self.wire["tracing"]
         ):
             raise ProtocolError(

@@ -15,6 +15,7 @@ from protocol import encode_server_event
 from protocol import events as ev
 
 from .metrics import Metrics
+from .page import register_page
 from .pool import PipelinePool, PoolExhausted
 from .session import Outbox, SessionOptions, SessionRunner
 
@@ -78,16 +79,23 @@ def create_app(
             metrics.sessions_refused += 1
             await _refuse("server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY)
             return
+        transcription = websocket.args.get("intent") == "transcription"
         model = websocket.args.get("model") or settings.session.model
-        options = attrs.evolve(settings.session, model=model)
+        options = attrs.evolve(
+            settings.session,
+            model=model,
+            session_type="transcription" if transcription else "realtime",
+        )
         try:
-            pipeline = pool.acquire()
+            pipeline = pool.acquire_transcription() if transcription else pool.acquire()
         except PoolExhausted:
             metrics.sessions_refused += 1
-            log.info("refused a connection: all %d pipelines are in use", pool.size)
+            capacity = pool.transcription_capacity if transcription else pool.size
+            kind = "transcription" if transcription else "voice"
+            log.info("refused a %s session: all %d slots are in use", kind, capacity)
             await _refuse(
                 "session_limit_reached",
-                f"All {pool.size} session slots of this server are in use; try again later.",
+                f"All {capacity} {kind} session slots of this server are in use; try again later.",
                 CLOSE_POOL_FULL,
             )
             return
@@ -103,7 +111,10 @@ def create_app(
                 await runner.run()
             finally:
                 metrics.active_sessions -= 1
-                pool.release(pipeline)
+                if transcription:
+                    pool.release_transcription(pipeline)
+                else:
+                    pool.release(pipeline)
             await outbox.drain(timeout_s=1.0)
             connection.cancel_scope.cancel()
         await websocket.close(CLOSE_GOING_AWAY, "session ended")
@@ -114,6 +125,8 @@ def create_app(
             "status": "shutting_down" if shutdown.is_set() else "ok",
             "pipelines": pool.size,
             "pipelines_in_use": pool.in_use,
+            "transcription_sessions": pool.transcription_capacity,
+            "transcription_sessions_in_use": pool.transcription_in_use,
             "active_sessions": metrics.active_sessions,
         }
 
@@ -121,4 +134,5 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.render(), content_type="text/plain; version=0.0.4")
 
+    register_page(app)
     return app

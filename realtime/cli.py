@@ -22,6 +22,9 @@ from .session import ENGINE_RATE, SessionOptions
 
 log = logging.getLogger("realtime")
 
+#: transcription sessions per pipeline when --num_transcription_sessions is not given
+TRANSCRIPTION_SESSIONS_PER_PIPELINE = 4
+
 ENGINE_CHOICES = {
     "vad": ("silero",),
     "stt": ("whisper",),
@@ -57,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="engine pipelines built at start-up = concurrent sessions served; "
         "one more connection is refused with session_limit_reached",
+    )
+    server.add_argument(
+        "--num_transcription_sessions",
+        type=int,
+        default=None,
+        help="concurrent transcription-only sessions (?intent=transcription), which share "
+        "the pipelines' STT; default: 4 per pipeline",
     )
     server.add_argument(
         "--enable_live_transcription",
@@ -183,6 +193,14 @@ def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
 
 
+def transcription_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The partial transcription session object that the VAD flags lay over the defaults."""
+    vad = {"type": "server_vad", "threshold": args.vad_threshold}
+    return {
+        "audio": {"input": {"turn_detection": {**vad, "silence_duration_ms": args.vad_silence_ms}}}
+    }
+
+
 def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     """The partial session object that the flags lay over OpenAI's defaults."""
     defaults: dict[str, Any] = {
@@ -216,7 +234,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"invalid session default ({exc.param}): {exc.message}") from None
     started = time.perf_counter()
     try:
-        pool = PipelinePool.build(args.num_pipelines, lambda i: build_pipeline(args, i))
+        transcription_sessions = args.num_transcription_sessions
+        if transcription_sessions is None:
+            transcription_sessions = TRANSCRIPTION_SESSIONS_PER_PIPELINE * args.num_pipelines
+        pool = PipelinePool.build(
+            args.num_pipelines, lambda i: build_pipeline(args, i), transcription_sessions
+        )
     except MissingDependency as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -234,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         session=SessionOptions(
             model=args.model,
             session_defaults=session_defaults(args),
+            transcription_defaults=transcription_defaults(args),
             voice=args.voice,
             live_transcription=args.enable_live_transcription,
             send_timeout_s=args.send_timeout_s,

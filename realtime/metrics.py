@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections import deque
 
 import attrs
 
@@ -15,11 +16,14 @@ class Histogram:
     counts: list[int] = attrs.Factory(lambda: [0] * (len(_LATENCY_BUCKETS_S) + 1))
     total: float = 0.0
     count: int = 0
+    #: the latest observations, for quantiles in benchmarks and logs
+    recent: deque[float] = attrs.Factory(lambda: deque(maxlen=4096))
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.total += value
         self.count += 1
+        self.recent.append(value)
 
     def lines(self, name: str) -> list[str]:
         out, running = [], 0
@@ -46,6 +50,10 @@ class Metrics:
     engine_errors: int = 0
     protocol_errors: int = 0
     time_to_first_audio: Histogram = attrs.Factory(Histogram)
+    end_of_turn_to_first_audio: Histogram = attrs.Factory(Histogram)
+    stt_seconds: Histogram = attrs.Factory(Histogram)
+    llm_first_token_seconds: Histogram = attrs.Factory(Histogram)
+    tts_first_chunk_seconds: Histogram = attrs.Factory(Histogram)
 
     def render(self) -> str:
         gauges = {
@@ -75,10 +83,26 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         for name, (help_text, value) in counters.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
-        name = "realtime_time_to_first_audio_seconds"
-        lines += [
-            f"# HELP {name} From the start of a response's work to its first audio delta.",
-            f"# TYPE {name} histogram",
-            *self.time_to_first_audio.lines(name),
-        ]
+        histograms = {
+            "realtime_time_to_first_audio_seconds": (
+                "From the start of a response's work to its first audio delta.",
+                self.time_to_first_audio,
+            ),
+            "realtime_end_of_turn_to_first_audio_seconds": (
+                "From the VAD's end-of-turn decision to the answer's first audio delta.",
+                self.end_of_turn_to_first_audio,
+            ),
+            "realtime_stt_seconds": ("Final transcription of a segment.", self.stt_seconds),
+            "realtime_llm_first_token_seconds": (
+                "From a response's start to the language model's first output.",
+                self.llm_first_token_seconds,
+            ),
+            "realtime_tts_first_chunk_seconds": (
+                "From a text piece sent to TTS to its first audio.",
+                self.tts_first_chunk_seconds,
+            ),
+        }
+        for name, (help_text, histogram) in histograms.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+            lines += histogram.lines(name)
         return "\n".join(lines) + "\n"

@@ -53,8 +53,11 @@ class SlowClient(Exception):
 class SessionOptions:
     model: str = "gpt-realtime"
     voice: str = "alloy"
+    session_type: str = "realtime"  #: or "transcription"
     #: a partial session object laid over OpenAI's session defaults (from the CLI flags)
     session_defaults: dict[str, Any] = attrs.Factory(dict)
+    #: the same for transcription sessions (input audio settings only)
+    transcription_defaults: dict[str, Any] = attrs.Factory(dict)
     live_transcription: bool = True
     live_interval_ms: int = 500
     output_chunk_ms: int = 40
@@ -198,15 +201,21 @@ class SessionRunner:
         self.options = options
         self.metrics = metrics
         self.shutdown = shutdown if shutdown is not None else trio.Event()
+        transcription = options.session_type == "transcription"
         self.conn = RealtimeConnection(
-            model=options.model, voice=options.voice, session_defaults=options.session_defaults
+            model=options.model,
+            voice=options.voice,
+            session_type=options.session_type,
+            session_defaults=(
+                options.transcription_defaults if transcription else options.session_defaults
+            ),
         )
         self.session_id = self.conn.session.wire["id"]
         self.outbox = outbox
         self._audio_send, self._audio_receive = trio.open_memory_channel[Any](256)
         self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
-        self._llm_lock, self._tts_lock, self._stt_lock = trio.Lock(), trio.Lock(), trio.Lock()
+        self._llm_lock, self._tts_lock = trio.Lock(), trio.Lock()
         # audio task state
         self.timeline = InputTimeline()
         self._resampler: audio.StreamingResampler | None = None
@@ -218,6 +227,8 @@ class SessionRunner:
         self._partial_queued = False
         self._hypothesis: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
+        #: when the VAD last ended a user turn; the next response's first audio measures from it
+        self._turn_ended_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -261,6 +272,8 @@ class SessionRunner:
         """Send the events (in order) and carry out the effects of one machine call."""
         for event in output.events:
             self.outbox.put(encode_server_event(event))
+            if isinstance(event, ev.InputAudioBufferSpeechStopped):
+                self._turn_ended_at = time.monotonic()
             if isinstance(event, ev.Error) and event.error_type == "invalid_request_error":
                 self.metrics.protocol_errors += 1
                 log.info("session %s: %s (%s)", self.session_id, event.code, event.message)
@@ -347,6 +360,8 @@ class SessionRunner:
     def _maybe_request_partial(self) -> None:
         if self._live is None or self._partial_queued:
             return
+        if self.pipeline.stt_lock.statistics().tasks_waiting:
+            return  # the shared STT has finals waiting: partials yield to them
         interval = self.options.live_interval_ms * ENGINE_RATE // 1000
         if self.timeline.total - self._live_last < interval:
             return
@@ -369,7 +384,7 @@ class SessionRunner:
                 if self._live is None or self._live[0] != request.item_id:
                     continue  # the segment was committed or cleared meanwhile
                 try:
-                    async with self._stt_lock:
+                    async with self.pipeline.stt_lock:
                         result = await trio.to_thread.run_sync(
                             lambda r=request: stt.transcribe(r.samples, partial=True)
                         )
@@ -385,10 +400,11 @@ class SessionRunner:
                 continue
             self._hypothesis.pop(request.item_id, None)
             try:
-                async with self._stt_lock:
+                async with self.pipeline.stt_lock:
+                    began = time.monotonic()
                     result = await trio.to_thread.run_sync(
-                        lambda r=request: stt.transcribe(
-                            r.samples, language=r.language, prompt=r.prompt
+                        lambda r=request, scores=self.conn.session.include_logprobs: stt.transcribe(
+                            r.samples, language=r.language, prompt=r.prompt, logprobs=scores
                         )
                     )
             except Exception as exc:
@@ -396,9 +412,20 @@ class SessionRunner:
                 log.exception("session %s: transcription failed", self.session_id)
                 await self._apply(self.conn.feed(ins.TranscriptFailed(request.item_id, str(exc))))
                 continue
+            self.metrics.stt_seconds.observe(time.monotonic() - began)
             seconds = len(request.samples) / ENGINE_RATE
+            scores = (
+                None
+                if result.logprobs is None
+                else tuple(
+                    {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                    for token, logprob in result.logprobs
+                )
+            )
             await self._apply(
-                self.conn.feed(ins.TranscriptDone(request.item_id, result.text.strip(), seconds))
+                self.conn.feed(
+                    ins.TranscriptDone(request.item_id, result.text.strip(), seconds, scores)
+                )
             )
 
     # --- responses ---------------------------------------------------------------------------
@@ -450,15 +477,22 @@ class SessionRunner:
         self, response_id: str, plan: ResponsePlan, token: CancelToken, started: float
     ) -> None:
         llm, tts = self.pipeline.llm, self.pipeline.tts
+        if llm is None or tts is None:
+            raise RuntimeError("a transcription session's pipeline has no LLM or TTS")
         request = llm_request(plan)
         usage = Usage(input_tokens=0, output_tokens=0)
         speak = "audio" in plan.output_modalities
         pieces_send, pieces_receive = trio.open_memory_channel[Any](32)
         chunker = SpeechChunker()
-        first_audio = True
+        first_audio = first_output = True
+        turn_ended_at = self._turn_ended_at
+        self._turn_ended_at = None
 
         async def on_llm(event: Any) -> None:
-            nonlocal usage
+            nonlocal usage, first_output
+            if first_output and isinstance(event, TextDelta | ToolCall):
+                first_output = False
+                self.metrics.llm_first_token_seconds.observe(time.monotonic() - started)
             if isinstance(event, TextDelta):
                 if not speak:
                     await self._apply(self.conn.feed(ins.TextOut(response_id, event.text)))
@@ -488,15 +522,23 @@ class SessionRunner:
             out_format = plan.output_format
             resample = audio.StreamingResampler(tts.sample_rate, audio.WIRE_RATE[out_format])
             transcript = text
+            asked = time.monotonic()
+            first_chunk = True
 
             async def on_audio(samples: Any) -> None:
-                nonlocal transcript, first_audio
+                nonlocal transcript, first_audio, first_chunk
+                if first_chunk:
+                    first_chunk = False
+                    self.metrics.tts_first_chunk_seconds.observe(time.monotonic() - asked)
                 for chunk in audio.to_wire_chunks(
                     resample(samples), out_format, self.options.output_chunk_ms
                 ):
                     if first_audio:
                         first_audio = False
-                        self.metrics.time_to_first_audio.observe(time.monotonic() - started)
+                        now = time.monotonic()
+                        self.metrics.time_to_first_audio.observe(now - started)
+                        if turn_ended_at is not None:
+                            self.metrics.end_of_turn_to_first_audio.observe(now - turn_ended_at)
                     await self._apply(self.conn.feed(ins.AudioOut(response_id, chunk, transcript)))
                     transcript = ""
 

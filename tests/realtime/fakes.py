@@ -36,6 +36,9 @@ class FakeVAD:
     def reset(self) -> None:
         self.resets += 1
 
+    def stream(self) -> FakeVAD:
+        return FakeVAD()
+
 
 class FakeSTT:
     """Says ``text`` for any audio louder than silence; partials give its first words."""
@@ -54,6 +57,7 @@ class FakeSTT:
         language: str | None = None,
         prompt: str | None = None,
         partial: bool = False,
+        logprobs: bool = False,
         cancel: CancelToken | None = None,
     ) -> Transcript:
         self.calls.append((len(audio), partial))
@@ -65,7 +69,8 @@ class FakeSTT:
         words = self.text.split()
         if partial:
             words = words[: max(1, int(seconds / 0.3))]
-        return Transcript(" ".join(words), seconds)
+        scores = tuple((w, -0.05) for w in words) if logprobs else None
+        return Transcript(" ".join(words), seconds, logprobs=scores)
 
 
 class FakeLLM:

@@ -19,12 +19,13 @@ from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.support import validate_with_sdk
 
 
-def fake_pool(size: int = 1, **llm: Any) -> PipelinePool:
+def fake_pool(size: int = 1, transcription_sessions: int = 2, **llm: Any) -> PipelinePool:
     return PipelinePool(
         [
             Pipeline(index=i, vad=FakeVAD(), stt=FakeSTT(), llm=FakeLLM(**llm), tts=FakeTTS())
             for i in range(size)
-        ]
+        ],
+        transcription_sessions,
     )
 
 
