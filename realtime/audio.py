@@ -6,6 +6,7 @@ Wire formats: ``audio/pcm`` is 16-bit little-endian mono at 24 kHz; ``audio/pcmu
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import numpy as np
@@ -88,42 +89,72 @@ def encode(samples: Float32, fmt: str) -> bytes:
 # --- resampling ------------------------------------------------------------------------------
 
 
-def _lowpass(cutoff: float, taps: int = 31) -> Float32:
-    """Windowed-sinc low-pass; ``cutoff`` is a fraction of the sample rate (0 < cutoff < 0.5)."""
+#: taps of each polyphase branch: enough stop-band for speech at a few µs per 20 ms chunk
+TAPS_PER_PHASE = 16
+
+
+@cache
+def _polyphase(up: int, down: int) -> Float32:
+    """Filter bank of shape (up, TAPS_PER_PHASE): the windowed-sinc low-pass of an ``up``/
+    ``down`` rational resampler, split by phase, each branch reversed for a dot product."""
+    taps = up * TAPS_PER_PHASE
+    cutoff = 0.45 / max(up, down)  # cycles per sample at the upsampled rate
     n = np.arange(taps) - (taps - 1) / 2
-    h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(taps)
-    return (h / h.sum()).astype(np.float32)
+    h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(taps, 6.0)
+    h *= up / h.sum()
+    return h.reshape(TAPS_PER_PHASE, up).T[:, ::-1].astype(np.float32).copy()
 
 
 class StreamingResampler:
-    """Resamples a stream chunk by chunk with no clicks at chunk edges.
+    """Rational-ratio resampling of a stream, chunk by chunk, with no clicks at chunk edges.
 
-    Linear interpolation between samples, after a windowed-sinc anti-aliasing filter when the
-    rate goes down. Output length tracks ``input * dst / src`` to within one sample.
+    A polyphase windowed-sinc filter: output sample ``n`` is input position ``n * down / up``,
+    where ``up / down`` is ``dst_rate / src_rate`` in lowest terms. The filter's history is
+    carried between chunks, so the output is the same however the input is cut. Output length
+    tracks ``input * dst / src``; the output lags the input by about 8 input samples.
     """
 
     def __init__(self, src_rate: int, dst_rate: int) -> None:
         self.src_rate, self.dst_rate = src_rate, dst_rate
-        self._step = src_rate / dst_rate
-        self._filter = _lowpass(0.45 * dst_rate / src_rate) if dst_rate < src_rate else None
-        self._tail = np.zeros(0 if self._filter is None else len(self._filter) - 1, np.float32)
-        self._prev = np.float32(0.0)
-        self._pos = 1.0  # position of the next output sample; index 0 is the previous sample
+        g = math.gcd(src_rate, dst_rate)
+        self._up, self._down = dst_rate // g, src_rate // g
+        self._bank = _polyphase(self._up, self._down)
+        self._history = np.zeros(TAPS_PER_PHASE - 1, np.float32)
+        self._consumed = 0  # input samples taken so far
+        self._produced = 0  # output samples made so far
 
     def __call__(self, chunk: Float32) -> Float32:
         if self.src_rate == self.dst_rate or chunk.size == 0:
             return chunk.astype(np.float32, copy=False)
-        if self._filter is not None:
-            padded = np.concatenate([self._tail, chunk])
-            self._tail = padded[len(padded) - len(self._tail) :]
-            chunk = np.convolve(padded, self._filter, mode="valid").astype(np.float32)
-        buffer = np.concatenate([[self._prev], chunk]).astype(np.float32)
-        last = len(buffer) - 1
-        count = int(np.floor((last - self._pos) / self._step)) + 1 if self._pos <= last else 0
-        positions = self._pos + self._step * np.arange(count)
-        out = np.interp(positions, np.arange(len(buffer)), buffer).astype(np.float32)
-        self._pos = self._pos + self._step * count - last
-        self._prev = buffer[-1]
+        buffer = np.concatenate([self._history, chunk.astype(np.float32, copy=False)])
+        total = self._consumed + len(chunk)
+        # output n reads input samples up to index (n * down) // up; all must have arrived
+        last = (total * self._up - 1) // self._down
+        n = np.arange(self._produced, last + 1)
+        position = n * self._down
+        newest = position // self._up - self._consumed + len(self._history)
+        step = buffer.strides[0]  # every window of TAPS_PER_PHASE samples, as a view
+        windows = np.lib.stride_tricks.as_strided(
+            buffer,
+            (len(buffer) - TAPS_PER_PHASE + 1, TAPS_PER_PHASE),
+            (step, step),
+            writeable=False,
+        )
+        starts = newest - (TAPS_PER_PHASE - 1)
+        if self._up <= 8:
+            # outputs k, k + up, k + 2 up, ... share one phase: one matrix-vector product each
+            out = np.empty(len(n), np.float32)
+            for k in range(min(self._up, len(n))):
+                out[k :: self._up] = (
+                    windows[starts[k :: self._up]] @ self._bank[position[k] % self._up]
+                )
+        else:
+            out = np.einsum("ij,ij->i", windows[starts], self._bank[position % self._up]).astype(
+                np.float32
+            )
+        self._produced = last + 1
+        self._consumed = total
+        self._history = buffer[-(TAPS_PER_PHASE - 1) :].copy()
         return out
 
 

@@ -15,13 +15,15 @@ so the server has its event loop and its CPU time to itself. Figures are printed
    VAD fire to the ``response.done`` (status ``cancelled``) being put in the outbox: barge-in
    latency = VAD detection time (speech audio the turn logic needs, ``MIN_SPEECH_MS``) + this.
    Target: < 10 ms.
-3. CPU: N sessions stream ``--seconds`` of audio each (20 % speech, so replies happen) at
-   ``--speedup`` times real time; the server process's CPU time (all threads) between the
-   client's start and end marks, as % of one core per second of input audio per session.
-   Target: < 2 %.
+3. CPU: N sessions stream ``--seconds`` of audio each (20 % speech, so replies happen) in
+   ``--chunk-ms`` appends at ``--speedup`` times real time; the server process's CPU time (all
+   threads) between the client's start and end marks, as % of one core per second of input audio
+   per session, and per append. Target: < 2 %. The cost is mostly per append, and an append after
+   an idle gap costs more than one in a busy loop (cold caches: the first line printed says what
+   one Trio wake-up costs here), so a faster pace or more sessions give lower figures.
 
-Usage: ``python scripts/bench_server.py [--turns 50] [--seconds 60] [--speedup 4]
-[--sessions 1,4] [--profile]``.
+Usage: ``python scripts/bench_server.py [--turns 50] [--seconds 25] [--speedup 1]
+[--sessions 1,4] [--chunk-ms 20] [--profile]``.
 """
 
 from __future__ import annotations
@@ -76,8 +78,10 @@ WARMUP_TURNS = 2  #: first turns of a phase left out of its figures (thread star
 CYCLE_MS, SPEECH_IN_CYCLE_MS = 5_000, 1_000  #: CPU phase: 1 s of speech every 5 s
 SLOW_WORD_S, SLOW_CHUNK_S = 0.04, 0.01  #: barge-in phase: a reply lasts ~1 s
 
+#: both processes read the same clock, so server and client moments can be subtracted
+SHARED_CLOCK = "CLOCK_MONOTONIC" in time.get_clock_info("perf_counter").implementation
+
 APPEND_PREFIX = '{"type":"input_audio_buffer.append"'
-SPEECH_STARTED = "input_audio_buffer.speech_started"
 SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 AUDIO_DELTA = "response.output_audio.delta"
 RESPONSE_CREATED, RESPONSE_DONE = "response.created", "response.done"
@@ -107,6 +111,9 @@ class EnergyVAD:
     def reset(self) -> None:
         pass
 
+    def stream(self) -> EnergyVAD:
+        return EnergyVAD()
+
 
 class FixedSTT:
     """Hears the same words in any audio."""
@@ -120,6 +127,7 @@ class FixedSTT:
         language: str | None = None,
         prompt: str | None = None,
         partial: bool = False,
+        logprobs: bool = False,
         cancel: CancelToken | None = None,
     ) -> Transcript:
         return Transcript("what time is it", len(audio) / self.sample_rate)
@@ -369,16 +377,22 @@ async def bench_end_of_turn(turns: int) -> list[str]:
             stt_hop.append(starts[index] - stopped)
             reply_hop.append(audio - starts[index])
     seen = client["end_of_turn"][WARMUP_TURNS:]
-    return [
+    lines = [
         row(
             "end of turn -> first audio delta (server)",
             _ms([a - s for s, a in pairs]),
             "p50 < 5, p99 < 20",
         ),
-        row("  speech_stopped -> response task started", _ms(stt_hop), "(STT in a thread)"),
-        row("  response task started -> first audio delta", _ms(reply_hop), "(LLM, TTS threads)"),
-        row("end of turn -> first audio delta (client)", _ms(seen)),
+        row("  speech_stopped -> StartResponse carried out", _ms(stt_hop), "(STT round trip)"),
+        row("  StartResponse -> first audio delta", _ms(reply_hop), "(LLM, TTS threads)"),
+        row("end of turn -> first audio delta (client)", _ms([a - s for s, a in seen])),
     ]
+    if SHARED_CLOCK and len(seen) == len(pairs):
+        delivery = [
+            client_a - server_a for (_, server_a), (_, client_a) in zip(pairs, seen, strict=True)
+        ]
+        lines.append(row("  first audio delta: outbox -> client receipt", _ms(delivery)))
+    return lines
 
 
 async def bench_barge_in(turns: int, seed: int) -> list[str]:
@@ -391,19 +405,30 @@ async def bench_barge_in(turns: int, seed: int) -> list[str]:
     x = _ms([done - received for received, _, done, _ in server])
     queued = _ms([taken - received for received, taken, _, _ in server])
     # join the client's barge-ins to the server's by the append that made the VAD fire
-    fired_at = {timeline_ms for *_, timeline_ms in server}
-    detection, seen = [], []
+    fired = {timeline_ms: (received, done) for received, _, done, timeline_ms in server}
+    detection, seen, inbound, outbound = [], [], [], []
     for record in client["barge_ins"]:
         for sent_at, timeline_ms in record["sends"]:
-            if timeline_ms in fired_at:
+            if timeline_ms in fired:
+                received, done = fired[timeline_ms]
                 detection.append(timeline_ms - record["speech_start_ms"])
                 seen.append(record["done_at"] - sent_at)
+                inbound.append(received - sent_at)
+                outbound.append(record["done_at"] - done)
                 break
     detection_ms = np.asarray(detection, dtype=float)
     lines = [
         row("barge-in: trigger append -> cancelled done (server)", x, "X < 10"),
         row("  append received -> taken by the audio task", queued),
         row("barge-in: trigger append sent -> done received (client)", _ms(seen)),
+        *(
+            [
+                row("  client send -> session reader receipt", _ms(inbound)),
+                row("  outbox -> client receipt", _ms(outbound)),
+            ]
+            if SHARED_CLOCK
+            else []
+        ),
         row(
             "VAD detection: speech audio before it fires (ms)",
             detection_ms,
@@ -420,10 +445,10 @@ async def bench_barge_in(turns: int, seed: int) -> list[str]:
 
 
 async def bench_cpu(
-    sessions: int, seconds: float, speedup: float, profile: bool
+    sessions: int, seconds: float, speedup: float, chunk_ms: int, profile: bool
 ) -> tuple[str, str | None]:
     marks: dict[str, tuple[float, float, float]] = {}
-    profiler = cProfile.Profile() if profile else None
+    profiler = cProfile.Profile(time.thread_time) if profile else None  # CPU, not wall
 
     def on_mark(mark: str) -> None:
         # process CPU (all threads), this (the Trio) thread's CPU, wall time
@@ -433,24 +458,42 @@ async def bench_cpu(
 
     client = await run_phase(
         zero_cost_pool(sessions),
-        {"phase": "cpu", "sessions": sessions, "seconds": seconds, "speedup": speedup},
+        {
+            "phase": "cpu",
+            "sessions": sessions,
+            "seconds": seconds,
+            "speedup": speedup,
+            "chunk_ms": chunk_ms,
+        },
         on_mark,
     )
     cpu = marks["END"][0] - marks["START"][0]
     trio_thread = marks["END"][1] - marks["START"][1]
     wall = marks["END"][2] - marks["START"][2]
     per_session_second = cpu / (sessions * seconds) * 100
+    per_append = cpu / (sessions * seconds * 1000 / chunk_ms) * 1e6
     line = (
         f"{sessions:>8} {seconds:>9.0f} {wall:>7.1f} {cpu:>9.2f} {trio_thread:>11.2f} "
-        f"{cpu - trio_thread:>8.2f} {per_session_second:>10.2f} % {client['cpu_s']:>10.2f} "
-        f"{client['responses']:>9}  < 2 %"
+        f"{max(0.0, cpu - trio_thread):>8.2f} {per_append:>11.0f} {per_session_second:>10.2f} % "
+        f"{client['cpu_s']:>10.2f} {client['responses']:>9}  < 2 %"
     )
     report = None
     if profiler is not None:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-        report = f"cProfile of the server's Trio thread, {sessions} session(s):\n{out.getvalue()}"
+        report = (
+            f"cProfile (CPU time) of the server's Trio thread, {sessions} session(s):\n"
+            f"{out.getvalue()}"
+        )
     return line, report
+
+
+async def wake_cost(idle_s: float, wakes: int = 100) -> float:
+    """CPU µs one ``trio.sleep(idle_s)`` costs: the floor under every append of a lone session."""
+    started = time.thread_time()
+    for _ in range(wakes):
+        await trio.sleep(idle_s)
+    return (time.thread_time() - started) / wakes * 1e6
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -461,6 +504,10 @@ async def bench(args: argparse.Namespace) -> None:
         f"bench_server: {os.cpu_count()} CPUs, Python {platform.python_version()}, {versions}, "
         f"{platform.machine()} {platform.system()}; zero-cost engines, clients in a subprocess"
     )
+    print(
+        f"one Trio wake-up costs {await wake_cost(0.0):.1f} µs of CPU back to back and "
+        f"{await wake_cost(CHUNK_MS / 1000):.0f} µs after {CHUNK_MS} ms idle on this machine"
+    )
     turns = args.turns + WARMUP_TURNS
     print(f"\nlatency, ms ({args.turns} turns each, real-time pace)")
     print(f"{'':<56} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  target")
@@ -470,15 +517,19 @@ async def bench(args: argparse.Namespace) -> None:
         print(line, flush=True)
     print(
         f"\nCPU of the server process per second of input audio per session "
-        f"({args.speedup:g}x real time, {SPEECH_IN_CYCLE_MS * 100 // CYCLE_MS} % speech)"
+        f"({args.speedup:g}x real time, {args.chunk_ms} ms appends, "
+        f"{SPEECH_IN_CYCLE_MS * 100 // CYCLE_MS} % speech)"
     )
     print(
         f"{'sessions':>8} {'audio s':>9} {'wall s':>7} {'server s':>9} {'trio thread':>11} "
-        f"{'workers':>8} {'% core/s':>12} {'client s':>10} {'responses':>9}  target"
+        f"{'workers':>8} {'µs/append':>11} {'% core/s':>12} {'client s':>10} {'responses':>9}"
+        "  target"
     )
     reports = []
     for sessions in args.sessions:
-        line, report = await bench_cpu(sessions, args.seconds, args.speedup, args.profile)
+        line, report = await bench_cpu(
+            sessions, args.seconds, args.speedup, args.chunk_ms, args.profile
+        )
         print(line, flush=True)
         if report:
             reports.append(report)
@@ -494,12 +545,16 @@ def append_frame(pcm: bytes) -> str:
 
 
 def _tone(ms: int) -> bytes:
+    """``ms`` (a multiple of 10: whole periods, so chunks join without clicks) of 300 Hz."""
     t = np.arange(WIRE_RATE * ms // 1000) / WIRE_RATE
     return (0.3 * 32767 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
 
 
-TONE = append_frame(_tone(CHUNK_MS))  # 6 whole periods: chunks join without clicks
-SILENCE = append_frame(bytes(2 * WIRE_RATE * CHUNK_MS // 1000))
+def _silence(ms: int) -> bytes:
+    return bytes(2 * WIRE_RATE * ms // 1000)
+
+
+TONE, SILENCE = append_frame(_tone(CHUNK_MS)), append_frame(_silence(CHUNK_MS))
 
 
 class ClientSession:
@@ -509,7 +564,7 @@ class ClientSession:
         self.ws = ws
         self.clock = FrameClock()
         self.sent_ms = 0  #: audio sent so far: the server's input timeline
-        self._interval = CHUNK_MS / 1000 / speedup
+        self.speedup = speedup
         self._next_send = trio.current_time()
 
     async def read(self) -> None:
@@ -520,13 +575,13 @@ class ClientSession:
                 return
             self.clock.on_frame(frame, time.perf_counter())
 
-    async def send(self, frame: str) -> float:
-        """Send one chunk when its audio would be ready; when it was sent."""
-        self._next_send = max(self._next_send + self._interval, trio.current_time() - 0.1)
+    async def send(self, frame: str, ms: int = CHUNK_MS) -> float:
+        """Send a chunk of ``ms`` of audio when it would be ready; when it was sent."""
+        self._next_send = max(self._next_send + ms / 1000 / self.speedup, trio.current_time() - 0.1)
         await trio.sleep_until(self._next_send)
         sent_at = time.perf_counter()
         await self.ws.send_message(frame)
-        self.sent_ms += CHUNK_MS
+        self.sent_ms += ms
         return sent_at
 
     async def stream(self, frame: str, until: Callable[[], bool], limit_ms: int = 10_000) -> None:
@@ -550,7 +605,7 @@ async def client_turns(sessions: list[ClientSession], config: dict[str, Any]) ->
     for turn in range(1, config["turns"] + 1):
         await session.speak()
         await session.stream(SILENCE, lambda t=turn: session.clock.counts[RESPONSE_DONE] >= t)
-    return {"end_of_turn": [audio - stopped for stopped, audio in session.clock.end_of_turn]}
+    return {"end_of_turn": session.clock.end_of_turn}
 
 
 async def client_barge_in(sessions: list[ClientSession], config: dict[str, Any]) -> dict[str, Any]:
@@ -578,12 +633,14 @@ async def client_barge_in(sessions: list[ClientSession], config: dict[str, Any])
 
 
 async def client_cpu(sessions: list[ClientSession], config: dict[str, Any]) -> dict[str, Any]:
-    chunks = int(config["seconds"] * 1000) // CHUNK_MS
+    chunk_ms = config["chunk_ms"]
+    chunks = int(config["seconds"] * 1000) // chunk_ms
+    tone, silence = append_frame(_tone(chunk_ms)), append_frame(_silence(chunk_ms))
 
     async def talk(session: ClientSession, offset_ms: int) -> None:
         for index in range(chunks):
-            in_speech = (index * CHUNK_MS + offset_ms) % CYCLE_MS < SPEECH_IN_CYCLE_MS
-            await session.send(TONE if in_speech else SILENCE)
+            in_speech = (index * chunk_ms + offset_ms) % CYCLE_MS < SPEECH_IN_CYCLE_MS
+            await session.send(tone if in_speech else silence, chunk_ms)
 
     def replying() -> bool:
         return any(
@@ -634,18 +691,23 @@ async def client_main(config: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=50, help="measured turns per latency phase")
-    parser.add_argument("--seconds", type=float, default=60, help="input audio per session, CPU")
-    parser.add_argument("--speedup", type=float, default=4, help="CPU phase pace (x real time)")
+    parser.add_argument("--seconds", type=float, default=25, help="input audio per session, CPU")
+    parser.add_argument("--speedup", type=float, default=1, help="CPU phase pace (x real time)")
     parser.add_argument(
         "--sessions",
         type=lambda s: [int(n) for n in s.split(",")],
         default=[1, 4],
         help="concurrent sessions of the CPU runs, comma-separated",
     )
+    parser.add_argument(
+        "--chunk-ms", type=int, default=CHUNK_MS, help="CPU phase append size (multiple of 10)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the CPU runs' server")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the subprocess side, as JSON
     args = parser.parse_args()
+    if args.chunk_ms <= 0 or args.chunk_ms % 10:
+        parser.error("--chunk-ms must be a positive multiple of 10")
     if args.client:
         trio.run(client_main, json.loads(args.client))
     else:
