@@ -32,10 +32,8 @@ from .schema import (
 )
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-DEFAULT_INSTRUCTIONS = (
-    "You are a helpful, friendly voice assistant. Answer briefly and naturally, "
-    "in one to three short sentences, as spoken language without lists or markup."
-)
+#: short and plain: small local models follow a long system prompt worse than a short one
+DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer in one or two short sentences."
 
 # --- schema ----------------------------------------------------------------------------------
 

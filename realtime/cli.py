@@ -138,7 +138,9 @@ def parser() -> argparse.ArgumentParser:
     engines.add_argument("--llm", default="llama_cpp", choices=ENGINE_CHOICES["llm"])
     engines.add_argument("--llm_model_path", help="GGUF model file (default: packaged)")
     engines.add_argument("--llm_n_ctx", type=int, default=2048, help="context window, tokens")
-    engines.add_argument("--llm_temperature", type=float, default=0.7)
+    engines.add_argument(
+        "--llm_temperature", type=float, default=0.5, help="sampling temperature (0 = greedy)"
+    )
     engines.add_argument(
         "--llm_max_tokens", type=int, default=256, help="tokens per response at most"
     )

@@ -47,18 +47,9 @@ def tool_choice_name(choice: str | dict[str, Any]) -> str:
     return choice if isinstance(choice, str) else str(choice.get("name", "auto"))
 
 
-SPOKEN_STYLE = (
-    "Your reply will be spoken aloud by a voice: write plain conversational sentences, "
-    "with no markdown, lists, code, or emoji."
-)
-
-
 def llm_request(plan: ResponsePlan) -> LLMRequest:
-    instructions = plan.instructions.strip()
-    if "audio" in plan.output_modalities:
-        instructions = f"{instructions}\n\n{SPOKEN_STYLE}" if instructions else SPOKEN_STYLE
     return LLMRequest(
-        instructions=instructions,
+        instructions=plan.instructions.strip(),
         messages=chat_messages(plan.context),
         tools=tuple(_tool(t) for t in plan.tools),
         tool_choice=tool_choice_name(plan.tool_choice),

@@ -15,7 +15,8 @@ class Pcm16Capture extends AudioWorkletProcessor {
     this.historySum = 0;
     this.previous = 0; // the last filtered sample of the previous block
     this.position = 0; // of the next output sample, in input samples from this block's start
-    this.frame = new Int16Array((this.targetRate * FRAME_MS) / 1000);
+    this.frameLength = (this.targetRate * FRAME_MS) / 1000;
+    this.frame = new Int16Array(this.frameLength);
     this.filled = 0;
     this.energy = 0;
   }
@@ -24,10 +25,11 @@ class Pcm16Capture extends AudioWorkletProcessor {
     const clipped = Math.max(-1, Math.min(1, sample));
     this.frame[this.filled++] = clipped < 0 ? clipped * 0x8000 : clipped * 0x7fff;
     this.energy += clipped * clipped;
-    if (this.filled === this.frame.length) {
+    if (this.filled === this.frameLength) {
       const level = Math.sqrt(this.energy / this.filled);
+      // the buffer is handed over (not copied), which leaves this.frame empty: start a new one
       this.port.postMessage({ pcm: this.frame.buffer, level }, [this.frame.buffer]);
-      this.frame = new Int16Array(this.frame.length);
+      this.frame = new Int16Array(this.frameLength);
       this.filled = 0;
       this.energy = 0;
     }

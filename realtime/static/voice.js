@@ -10,6 +10,8 @@ const SETTINGS_KEY = "realtime-voice-settings";
 const stats = (window.voiceStats = {
   connected: false,
   events: 0,
+  sentMs: 0,
+  peakLevel: 0,
   audioDeltas: 0,
   audioMs: 0,
   userTranscripts: 0,
@@ -192,7 +194,9 @@ function showLatency(ms) {
   stats.latenciesMs.push(ms);
   const sorted = [...stats.latenciesMs].sort((a, b) => a - b);
   ui.latencyLast.textContent = `${Math.round(ms)}`;
-  ui.latencyMedian.textContent = `${Math.round(sorted[sorted.length >> 1])} ms`;
+  const middle = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  ui.latencyMedian.textContent = `${Math.round(median)} ms`;
   ui.latencyCount.textContent = `${sorted.length}`;
 }
 
@@ -263,7 +267,9 @@ async function start() {
   };
   audio.capture.port.onmessage = ({ data }) => {
     ui.talk.style.setProperty("--level", Math.min(1, data.level * 8).toFixed(3));
+    stats.peakLevel = Math.max(stats.peakLevel, data.level);
     if (ws.readyState === WebSocket.OPEN) {
+      stats.sentMs += (data.pcm.byteLength / 2 / WIRE_RATE) * 1000;
       ws.send(
         JSON.stringify({
           type: "input_audio_buffer.append",
