@@ -228,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # faster-whisper logs every transcription call at INFO (live partials: several a second)
+    logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
     if args.num_pipelines < 1:
         raise SystemExit("--num_pipelines must be at least 1")
     try:

@@ -60,8 +60,16 @@ class LiveServer:
         assert self._ready.wait(10), "server did not start"
         return self
 
+    def begin_shutdown(self) -> None:
+        """Start the graceful shutdown (callable from any thread, without blocking)."""
+        self._token.run_sync_soon(self.shutdown.set)
+
     def stop(self) -> None:
-        trio.from_thread.run_sync(self.shutdown.set, trio_token=self._token)
+        if self._thread.is_alive():
+            try:
+                self.begin_shutdown()
+            except trio.RunFinishedError:
+                pass  # it finished shutting down meanwhile
         self._thread.join(10)
 
     @property

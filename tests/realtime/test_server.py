@@ -8,8 +8,10 @@ import urllib.request
 import trio
 import trio_websocket
 
+from realtime import AppSettings
 from tests.realtime.harness import (
     Client,
+    LiveServer,
     connect,
     fake_pool,
     live_server,
@@ -436,3 +438,28 @@ def test_transcription_failure_is_reported_and_the_turn_still_answers() -> None:
                 assert events[-1]["response"]["status"] == "completed"
 
         run(body)
+
+
+def test_shutdown_lets_the_active_response_finish_then_closes() -> None:
+    server = LiveServer(fake_pool(token_delay_s=0.03), AppSettings()).start()
+
+    async def body() -> None:
+        async with connect(server) as ws:
+            client = Client(ws)
+            await client.next()
+            await client.send({"type": "response.create"})
+            await client.until("response.output_audio.delta")
+            server.begin_shutdown()
+            events = await client.until("response.done")
+            assert events[-1]["response"]["status"] == "completed"
+            with trio.fail_after(5):
+                try:
+                    while True:
+                        await client.next()
+                except trio_websocket.ConnectionClosed as closed:
+                    assert closed.reason.code == 1001
+
+    try:
+        run(body)
+    finally:
+        server.stop()
