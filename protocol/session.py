@@ -177,30 +177,6 @@ REALTIME_SESSION_SPEC = Obj(
     )
 )
 
-_TRANSCRIPTION_TURN_DETECTION = Tagged(
-    {
-        "server_vad": Obj(
-            fields(
-                type=required(Enum(("server_vad",))),
-                threshold=Num(0.0, 1.0),
-                prefix_padding_ms=Int(0, 10_000),
-                silence_duration_ms=Int(0, 10_000),
-                idle_timeout_ms=Nullable(Int(5_000, 30_000)),
-                create_response=Bool(),
-                interrupt_response=Bool(),
-            )
-        ),
-        "semantic_vad": Obj(
-            fields(
-                type=required(Enum(("semantic_vad",))),
-                eagerness=Enum(("low", "medium", "high", "auto")),
-                create_response=Bool(),
-                interrupt_response=Bool(),
-            )
-        ),
-    }
-)
-
 #: a transcription session has input audio settings only: no model, voice, tools or output
 TRANSCRIPTION_SESSION_SPEC = Obj(
     fields(
@@ -212,7 +188,7 @@ TRANSCRIPTION_SESSION_SPEC = Obj(
                         format=AUDIO_FORMAT_SPEC,
                         noise_reduction=Nullable(_NOISE_REDUCTION),
                         transcription=Nullable(_TRANSCRIPTION),
-                        turn_detection=Nullable(_TRANSCRIPTION_TURN_DETECTION),
+                        turn_detection=Nullable(_TURN_DETECTION),
                     )
                 ),
             )

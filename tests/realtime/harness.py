@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -106,9 +106,30 @@ class Client:
         self.ws = ws
         self.checker = SequenceChecker()
         self.events: list[dict[str, Any]] = []
+        self.created: dict[str, Any] = {}
 
     async def send(self, event: dict[str, Any] | str | bytes) -> None:
         await self.ws.send_message(event if isinstance(event, str | bytes) else json.dumps(event))
+
+    async def update_session(self, kind: str = "realtime", **session: Any) -> dict[str, Any]:
+        """``session.update`` and its ``session.updated``; returns the effective session."""
+        await self.send({"type": "session.update", "session": {"type": kind, **session}})
+        updated = await self.next()
+        assert updated["type"] == "session.updated", updated
+        return dict(updated["session"])
+
+    async def user_text(self, text: str) -> None:
+        """A user message item, as ``conversation.item.create``."""
+        await self.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": text}],
+                },
+            }
+        )
 
     async def append(self, pcm: bytes, chunk_ms: int = 20) -> None:
         step = 48 * chunk_ms
@@ -137,6 +158,16 @@ class Client:
                 seen.append(event)
                 if event["type"] == kind:
                     return seen
+
+
+@asynccontextmanager
+async def session(server: LiveServer, query: str = "?model=gpt-realtime") -> AsyncIterator[Client]:
+    """A checked client whose ``session.created`` has been read (``client.created``)."""
+    async with connect(server, query=query) as ws:
+        client = Client(ws)
+        client.created = await client.next()
+        assert client.created["type"] == "session.created"
+        yield client
 
 
 def connect(

@@ -11,7 +11,7 @@ from engines.base import CancelToken
 from engines.embedded import EmbeddedEngines
 from realtime import Pipeline, PipelinePool
 from realtime.audio import StreamingResampler, encode
-from tests.realtime.harness import Client, connect, live_server, silence_pcm
+from tests.realtime.harness import live_server, session, silence_pcm
 from tests.support import types
 
 
@@ -32,19 +32,10 @@ def test_spoken_question_gets_a_spoken_answer(embedded: EmbeddedEngines) -> None
     with live_server(pool) as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
-                await client.send(
-                    {
-                        "type": "session.update",
-                        "session": {
-                            "type": "realtime",
-                            "audio": {"input": {"transcription": {"model": "whisper-1"}}},
-                        },
-                    }
+            async with session(server) as client:
+                await client.update_session(
+                    audio={"input": {"transcription": {"model": "whisper-1"}}}
                 )
-                await client.next()
                 await client.append(silence_pcm(300) + question + silence_pcm(800))
                 events = await client.until("response.done", timeout=60)
                 kinds = types(events)

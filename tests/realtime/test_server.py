@@ -15,6 +15,7 @@ from tests.realtime.harness import (
     connect,
     fake_pool,
     live_server,
+    session,
     silence_pcm,
     tone_pcm,
 )
@@ -51,19 +52,8 @@ def test_text_turn_streams_audio_and_transcript() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
-                await client.send(
-                    {
-                        "type": "conversation.item.create",
-                        "item": {
-                            "type": "message",
-                            "role": "user",
-                            "content": [{"type": "input_text", "text": "Say hello"}],
-                        },
-                    }
-                )
+            async with session(server) as client:
+                await client.user_text("Say hello")
                 await client.send({"type": "response.create"})
                 events = await client.until("response.done")
                 kinds = types(events)
@@ -85,9 +75,7 @@ def test_text_only_turn_streams_text() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 await client.send(
                     {
                         "type": "session.update",
@@ -111,19 +99,10 @@ def test_voice_turn_from_audio_with_live_transcription() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
-                await client.send(
-                    {
-                        "type": "session.update",
-                        "session": {
-                            "type": "realtime",
-                            "audio": {"input": {"transcription": {"model": "whisper-1"}}},
-                        },
-                    }
+            async with session(server) as client:
+                await client.update_session(
+                    audio={"input": {"transcription": {"model": "whisper-1"}}}
                 )
-                await client.next()
                 await client.append(silence_pcm(200) + tone_pcm(1500) + silence_pcm(700))
                 events = await client.until("response.done", timeout=20)
                 kinds = types(events)
@@ -154,9 +133,7 @@ def test_function_call_round_trip() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 await client.send(
                     {
                         "type": "session.update",
@@ -164,16 +141,7 @@ def test_function_call_round_trip() -> None:
                     }
                 )
                 await client.next()
-                await client.send(
-                    {
-                        "type": "conversation.item.create",
-                        "item": {
-                            "type": "message",
-                            "role": "user",
-                            "content": [{"type": "input_text", "text": "what is the weather"}],
-                        },
-                    }
-                )
+                await client.user_text("what is the weather")
                 await client.send({"type": "response.create"})
                 events = await client.until("response.done")
                 call = events[-1]["response"]["output"][0]
@@ -204,9 +172,7 @@ def test_barge_in_cancels_the_response_and_sends_nothing_after_done() -> None:
     with live_server(fake_pool(token_delay_s=0.05)) as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 await client.send({"type": "response.create"})
                 await client.until("response.output_audio.delta")
                 await client.append(tone_pcm(400))
@@ -227,9 +193,7 @@ def test_client_cancel() -> None:
     with live_server(fake_pool(token_delay_s=0.05)) as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 await client.send({"type": "response.create"})
                 await client.until("response.created")
                 await client.send({"type": "response.cancel", "event_id": "c1"})
@@ -284,9 +248,7 @@ def test_garbage_then_a_normal_turn() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 for frame in garbage:
                     await client.send(frame)
                     event = await client.next()
@@ -391,9 +353,7 @@ def test_engine_failure_fails_the_response_and_the_session_goes_on() -> None:
     with live_server(pool) as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server) as client:
                 llm.fail = True  # type: ignore[attr-defined]
                 await client.send({"type": "response.create"})
                 events = await client.until("response.done")
@@ -418,19 +378,10 @@ def test_transcription_failure_is_reported_and_the_turn_still_answers() -> None:
     with live_server(pool) as server:
 
         async def body() -> None:
-            async with connect(server) as ws:
-                client = Client(ws)
-                await client.next()
-                await client.send(
-                    {
-                        "type": "session.update",
-                        "session": {
-                            "type": "realtime",
-                            "audio": {"input": {"transcription": {"model": "whisper-1"}}},
-                        },
-                    }
+            async with session(server) as client:
+                await client.update_session(
+                    audio={"input": {"transcription": {"model": "whisper-1"}}}
                 )
-                await client.next()
                 await client.append(tone_pcm(800) + silence_pcm(600))
                 events = await client.until("response.done", timeout=20)
                 failed = [e for e in events if e["type"].endswith("transcription.failed")]
@@ -444,9 +395,7 @@ def test_shutdown_lets_the_active_response_finish_then_closes() -> None:
     server = LiveServer(fake_pool(token_delay_s=0.03), AppSettings()).start()
 
     async def body() -> None:
-        async with connect(server) as ws:
-            client = Client(ws)
-            await client.next()
+        async with session(server) as client:
             await client.send({"type": "response.create"})
             await client.until("response.output_audio.delta")
             server.begin_shutdown()

@@ -15,7 +15,15 @@ from engines.embedded import EmbeddedEngines
 from protocol.invariants import SequenceChecker
 from realtime import Pipeline, PipelinePool
 from realtime.audio import encode
-from tests.realtime.harness import Client, connect, fake_pool, live_server, silence_pcm, tone_pcm
+from tests.realtime.harness import (
+    Client,
+    connect,
+    fake_pool,
+    live_server,
+    session,
+    silence_pcm,
+    tone_pcm,
+)
 from tests.realtime.test_embedded_voice import spoken_pcm
 from tests.realtime.test_sdk import wire
 from tests.support import types
@@ -63,9 +71,7 @@ def test_g711_input_is_transcribed() -> None:
     with live_server() as server:
 
         async def body() -> None:
-            async with connect(server, query=TRANSCRIPTION) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server, query=TRANSCRIPTION) as client:
                 await client.send(
                     {
                         "type": "session.update",
@@ -158,9 +164,7 @@ def test_whisper_transcribes_a_spoken_question_in_a_transcription_session(
     with live_server(pool) as server:
 
         async def body() -> None:
-            async with connect(server, query=TRANSCRIPTION) as ws:
-                client = Client(ws)
-                await client.next()
+            async with session(server, query=TRANSCRIPTION) as client:
                 await client.append(silence_pcm(300) + question + silence_pcm(800))
                 events = await client.until(
                     "conversation.item.input_audio_transcription.completed", timeout=60
