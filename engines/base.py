@@ -143,6 +143,8 @@ class LLMRequest:
     tool_choice: str = "auto"
     max_output_tokens: int | None = None  #: None = the engine's own limit
     temperature: float | None = None
+    #: a reasoning model's effort ("minimal" ... "xhigh"); None = the engine's own
+    reasoning_effort: str | None = None
 
 
 @attrs.frozen

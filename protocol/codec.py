@@ -203,6 +203,13 @@ def binary_frame_error() -> ProtocolError:
     )
 
 
+def _echoable_event_id(data: Any) -> str | None:
+    """The client's ``event_id``, where an error can echo it (clients that send one wait for
+    it: a lone surrogate elsewhere in the event must not hide it)."""
+    event_id = data.get("event_id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) and not _has_lone_surrogate(event_id) else None
+
+
 def parse_client_event(frame: str | bytes) -> ev.ClientEvent:
     """One client frame -> one client event, or :class:`ProtocolError` (never anything else)."""
     if not isinstance(frame, str):
@@ -225,11 +232,12 @@ def parse_client_event(frame: str | bytes) -> ev.ClientEvent:
         raise ProtocolError(
             "invalid_json",
             "Invalid event: failed to parse JSON value. A string holds a lone UTF-16 surrogate.",
+            None,
+            _echoable_event_id(data),
         )
     if not isinstance(data, dict):
         raise ProtocolError("invalid_event", "Invalid event: expected a JSON object.")
-    raw_event_id = data.get("event_id")
-    event_id = raw_event_id if isinstance(raw_event_id, str) else None
+    event_id = _echoable_event_id(data)
     try:
         if "type" not in data:
             raise ProtocolError("invalid_event", "The 'type' field is missing.")

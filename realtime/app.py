@@ -26,6 +26,7 @@ KEY_SUBPROTOCOL = "openai-insecure-api-key."
 CLOSE_BAD_KEY = 3000
 CLOSE_POOL_FULL = 1013
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 
 
 @attrs.frozen
@@ -117,7 +118,10 @@ def create_app(
                     pool.release(pipeline)
             await outbox.drain(timeout_s=1.0)
             connection.cancel_scope.cancel()
-        await websocket.close(CLOSE_GOING_AWAY, "session ended")
+        if runner.failed:
+            await websocket.close(CLOSE_INTERNAL_ERROR, "session failed")
+        else:
+            await websocket.close(CLOSE_GOING_AWAY, "session ended")
 
     @app.route("/health")
     async def health() -> dict[str, Any]:

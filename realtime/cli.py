@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from engines.base import MissingDependency
+from engines.base import LLM, EngineError, MissingDependency
 from protocol import ProtocolError, RealtimeConnection
 
 from .app import AppSettings
@@ -22,13 +22,20 @@ from .session import ENGINE_RATE, SessionOptions
 
 log = logging.getLogger("realtime")
 
-#: transcription sessions per pipeline when --num_transcription_sessions is not given
-TRANSCRIPTION_SESSIONS_PER_PIPELINE = 4
+#: transcription sessions per pipeline when --num_transcription_sessions is not given, measured
+#: with scripts/bench_transcription.py on 2 cores (Whisper tiny.en): with live partials one
+#: session keeps final transcripts under 1 s at p90; with finals only, three do
+TRANSCRIPTION_SESSIONS_PER_PIPELINE = {True: 1, False: 3}
+
+#: the embedded llama.cpp LLM's sampling defaults; remote LLMs keep their server's own
+EMBEDDED_LLM_TEMPERATURE = 0.5
+EMBEDDED_LLM_MAX_TOKENS = 256
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 ENGINE_CHOICES = {
     "vad": ("silero",),
     "stt": ("whisper",),
-    "llm": ("llama_cpp",),
+    "llm": ("llama_cpp", "openai", "chat_completions"),
     "tts": ("piper",),
 }
 
@@ -66,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="concurrent transcription-only sessions (?intent=transcription), which share "
-        "the pipelines' STT; default: 4 per pipeline",
+        "the pipelines' STT; default per pipeline: 1 with live transcription, 3 without",
     )
     server.add_argument(
         "--enable_live_transcription",
@@ -135,14 +142,53 @@ def parser() -> argparse.ArgumentParser:
     engines.add_argument("--stt_compute_type", default="int8", help="CTranslate2 compute type")
     engines.add_argument("--stt_beam_size", type=int, default=5, help="beam size of finals")
     engines.add_argument("--stt_language", default="en", help="language code, or 'auto'")
-    engines.add_argument("--llm", default="llama_cpp", choices=ENGINE_CHOICES["llm"])
+    engines.add_argument(
+        "--llm",
+        default="llama_cpp",
+        choices=ENGINE_CHOICES["llm"],
+        help="llama_cpp: the embedded SmolLM2; openai: the OpenAI Responses API; "
+        "chat_completions: any OpenAI-compatible server (vLLM, llama.cpp, Ollama)",
+    )
     engines.add_argument("--llm_model_path", help="GGUF model file (default: packaged)")
     engines.add_argument("--llm_n_ctx", type=int, default=2048, help="context window, tokens")
     engines.add_argument(
-        "--llm_temperature", type=float, default=0.5, help="sampling temperature (0 = greedy)"
+        "--llm_temperature",
+        type=float,
+        help="sampling temperature (0 = greedy); default: "
+        f"{EMBEDDED_LLM_TEMPERATURE} for llama_cpp, the model's own for remote LLMs",
     )
     engines.add_argument(
-        "--llm_max_tokens", type=int, default=256, help="tokens per response at most"
+        "--llm_max_tokens",
+        type=int,
+        help=f"tokens per response at most; default: {EMBEDDED_LLM_MAX_TOKENS} for llama_cpp, "
+        "only the session's max_output_tokens for remote LLMs",
+    )
+    engines.add_argument(
+        "--llm_model",
+        help="remote LLMs: the model (openai: default gpt-4.1-mini; chat_completions: the "
+        "served model's name, required)",
+    )
+    engines.add_argument(
+        "--llm_base_url",
+        help="remote LLMs: the API's base URL, e.g. http://localhost:8000/v1 "
+        "(default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
+    engines.add_argument(
+        "--llm_api_key",
+        help="remote LLMs: the API key (default: $OPENAI_API_KEY; chat_completions sends "
+        "'none' without one)",
+    )
+    engines.add_argument(
+        "--llm_timeout_s",
+        type=float,
+        default=30.0,
+        help="remote LLMs: seconds to wait for the server's next bytes before the response fails",
+    )
+    engines.add_argument(
+        "--llm_reasoning_effort",
+        choices=REASONING_EFFORTS,
+        help="remote LLMs: reasoning effort of reasoning models when a response sets none "
+        "(default: the model's own)",
     )
     engines.add_argument("--tts", default="piper", choices=ENGINE_CHOICES["tts"])
     engines.add_argument("--tts_voice", help="Piper voice: a name or an .onnx path")
@@ -174,17 +220,7 @@ def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
             }
         )
     )
-    llm = embedded.load_llm(
-        **_drop_none(
-            {
-                "model_path": args.llm_model_path,
-                "n_ctx": args.llm_n_ctx,
-                "temperature": args.llm_temperature,
-                "max_output_tokens": args.llm_max_tokens,
-                "threads": threads,
-            }
-        )
-    )
+    llm = build_llm(args, threads)
     tts = embedded.load_tts(
         **_drop_none(
             {"voice": args.tts_voice, "voices_dir": args.tts_voices_dir, "threads": threads}
@@ -193,6 +229,44 @@ def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
     if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
         raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
+
+
+def build_llm(args: argparse.Namespace, threads: int) -> LLM:
+    """The LLM that ``--llm`` names; a remote one that cannot be set up ends the start-up."""
+    if args.llm == "llama_cpp":
+        from engines import embedded
+
+        defaults = {
+            "temperature": EMBEDDED_LLM_TEMPERATURE,
+            "max_output_tokens": EMBEDDED_LLM_MAX_TOKENS,
+        }
+        options = {
+            "model_path": args.llm_model_path,
+            "n_ctx": args.llm_n_ctx,
+            "temperature": args.llm_temperature,
+            "max_output_tokens": args.llm_max_tokens,
+            "threads": threads,
+        }
+        return embedded.load_llm(**{**defaults, **_drop_none(options)})
+    from engines.openai_llm import ChatCompletionsLLM, ResponsesLLM
+
+    remote = ResponsesLLM if args.llm == "openai" else ChatCompletionsLLM
+    try:
+        return remote(
+            **_drop_none(
+                {
+                    "model": args.llm_model,
+                    "base_url": args.llm_base_url,
+                    "api_key": args.llm_api_key,
+                    "timeout_s": args.llm_timeout_s,
+                    "temperature": args.llm_temperature,
+                    "max_output_tokens": args.llm_max_tokens,
+                    "reasoning_effort": args.llm_reasoning_effort,
+                }
+            )
+        )
+    except EngineError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def transcription_defaults(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         transcription_sessions = args.num_transcription_sessions
         if transcription_sessions is None:
-            transcription_sessions = TRANSCRIPTION_SESSIONS_PER_PIPELINE * args.num_pipelines
+            per_pipeline = TRANSCRIPTION_SESSIONS_PER_PIPELINE[args.enable_live_transcription]
+            transcription_sessions = per_pipeline * args.num_pipelines
         pool = PipelinePool.build(
             args.num_pipelines, lambda i: build_pipeline(args, i), transcription_sessions
         )

@@ -54,6 +54,7 @@ def llm_request(plan: ResponsePlan) -> LLMRequest:
         tools=tuple(_tool(t) for t in plan.tools),
         tool_choice=tool_choice_name(plan.tool_choice),
         max_output_tokens=plan.max_output_tokens,
+        reasoning_effort=plan.reasoning_effort,
     )
 
 

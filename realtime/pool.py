@@ -17,15 +17,21 @@ from engines.base import LLM, STT, TTS, VAD
 
 @attrs.define
 class Pipeline:
-    """One engine chain. ``index`` names it in logs; ``stt_lock`` serialises its STT between
-    every session that uses it (its voice session and transcription sessions)."""
+    """One engine chain. ``index`` names it in logs.
+
+    Each engine run in worker threads has a limiter of one: a thread holds it until its engine
+    call returns, even after the session gave up on the call (``realtime.threads``), so an
+    engine never runs two calls at once. ``stt_limiter`` is shared by every session that uses
+    the STT (its voice session and transcription sessions)."""
 
     index: int
     vad: VAD
     stt: STT
     llm: LLM | None = None
     tts: TTS | None = None
-    stt_lock: trio.Lock = attrs.Factory(trio.Lock)
+    stt_limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    llm_limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
+    tts_limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
 
     def reset(self) -> None:
         self.vad.reset()
@@ -76,7 +82,10 @@ class PipelinePool:
         self._next_stt += 1
         self.transcription_in_use += 1
         return Pipeline(
-            index=shared.index, vad=shared.vad.stream(), stt=shared.stt, stt_lock=shared.stt_lock
+            index=shared.index,
+            vad=shared.vad.stream(),
+            stt=shared.stt,
+            stt_limiter=shared.stt_limiter,
         )
 
     def release_transcription(self, slot: Pipeline) -> None:

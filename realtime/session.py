@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 import trio
 
-from engines.base import CancelToken, TextDelta, ToolCall, Usage
+from engines.base import CancelToken, TextDelta, ToolCall, Transcript, Usage
 from protocol import RealtimeConnection, encode_server_event
 from protocol import effects as fx
 from protocol import events as ev
@@ -31,7 +31,7 @@ from .context import llm_request
 from .metrics import Metrics
 from .pool import Pipeline
 from .text import SpeechChunker, clean_for_speech, confirmed_growth
-from .threads import stream_in_thread
+from .threads import call_in_thread, stream_in_thread
 
 log = logging.getLogger("realtime.session")
 
@@ -226,6 +226,8 @@ class SessionRunner:
         self._partial_queued = False
         self._hypothesis: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
+        #: whether the session ended on an unexpected exception (the client was sent an error)
+        self.failed = False
         #: when the VAD last ended a user turn; the next response's first audio measures from it
         self._turn_ended_at: float | None = None
 
@@ -244,6 +246,17 @@ class SessionRunner:
                 nursery.cancel_scope.cancel()
         except* SlowClient:
             log.warning("session %s: client stopped reading; closing", self.session_id)
+        except* Exception as failure:
+            # an engine run inline (the VAD) or a bug: this session cannot go on, the others can
+            self.failed = True
+            log.exception("session %s failed; closing it", self.session_id)
+            cause = _single_cause(failure)
+            error = ev.Error(
+                error_type="server_error",
+                code="session_failed",
+                message=f"The session failed on the server: {str(cause) or type(cause).__name__}",
+            )
+            self.outbox.put(encode_server_event(error))
         finally:
             for scope, token in self._responses.values():
                 token.cancel()
@@ -354,7 +367,7 @@ class SessionRunner:
     def _maybe_request_partial(self) -> None:
         if self._live is None or self._partial_queued:
             return
-        if self.pipeline.stt_lock.statistics().tasks_waiting:
+        if self.pipeline.stt_limiter.statistics().tasks_waiting:
             return  # the shared STT has finals waiting: partials yield to them
         interval = self.options.live_interval_ms * ENGINE_RATE // 1000
         if self.timeline.total - self._live_last < interval:
@@ -370,18 +383,32 @@ class SessionRunner:
 
     # --- transcription -----------------------------------------------------------------------
 
+    async def _transcribe(self, samples: np.ndarray, **options: Any) -> tuple[Transcript, float]:
+        """The STT on 16 kHz ``samples`` in a worker thread, within ``engine_timeout_s``
+        (waiting for the shared STT included), and the seconds the engine itself took."""
+        stt, token = self.pipeline.stt, CancelToken()
+
+        def call() -> tuple[Transcript, float]:
+            began = time.monotonic()
+            result = stt.transcribe(samples, cancel=token, **options)
+            return result, time.monotonic() - began
+
+        return await call_in_thread(
+            call,
+            token,
+            limiter=self.pipeline.stt_limiter,
+            timeout_s=self.options.engine_timeout_s,
+            what="the STT",
+        )
+
     async def _transcription_task(self) -> None:
-        stt = self.pipeline.stt
         async for request in self._stt_receive:
             if isinstance(request, _Partial):
                 self._partial_queued = False
                 if self._live is None or self._live[0] != request.item_id:
                     continue  # the segment was committed or cleared meanwhile
                 try:
-                    async with self.pipeline.stt_lock:
-                        result = await trio.to_thread.run_sync(
-                            lambda r=request: stt.transcribe(r.samples, partial=True)
-                        )
+                    result, _ = await self._transcribe(request.samples, partial=True)
                 except Exception:
                     log.exception("session %s: partial transcription failed", self.session_id)
                     continue
@@ -394,19 +421,18 @@ class SessionRunner:
                 continue
             self._hypothesis.pop(request.item_id, None)
             try:
-                async with self.pipeline.stt_lock:
-                    began = time.monotonic()
-                    result = await trio.to_thread.run_sync(
-                        lambda r=request, scores=self.conn.session.include_logprobs: stt.transcribe(
-                            r.samples, language=r.language, prompt=r.prompt, logprobs=scores
-                        )
-                    )
+                result, took = await self._transcribe(
+                    request.samples,
+                    language=request.language,
+                    prompt=request.prompt,
+                    logprobs=self.conn.session.include_logprobs,
+                )
             except Exception as exc:
                 self.metrics.engine_errors += 1
                 log.exception("session %s: transcription failed", self.session_id)
                 await self._apply(self.conn.feed(ins.TranscriptFailed(request.item_id, str(exc))))
                 continue
-            self.metrics.stt_seconds.observe(time.monotonic() - began)
+            self.metrics.stt_seconds.observe(took)
             seconds = len(request.samples) / ENGINE_RATE
             scores = (
                 None
@@ -451,9 +477,11 @@ class SessionRunner:
                 try:
                     await self._generate(response_id, plan, token, started)
                 except Exception as exc:
+                    cause = _single_cause(exc)
+                    if isinstance(cause, SlowClient):
+                        raise cause from None  # the client's doing, not the engines': it ends
                     self.metrics.engine_errors += 1
                     log.exception("session %s: response %s failed", self.session_id, response_id)
-                    cause = _single_cause(exc)
                     message = str(cause) or type(cause).__name__
                     await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
         finally:
@@ -507,6 +535,7 @@ class SessionRunner:
                         lambda: llm.stream(request, token),
                         on_llm,
                         token,
+                        limiter=self.pipeline.llm_limiter,
                         item_timeout_s=self.options.engine_timeout_s,
                     )
                 for piece in chunker.flush():
@@ -541,6 +570,7 @@ class SessionRunner:
                     lambda: tts.synthesize(text, voice=plan.voice, speed=plan.speed, cancel=token),
                     on_audio,
                     token,
+                    limiter=self.pipeline.tts_limiter,
                     item_timeout_s=self.options.engine_timeout_s,
                 )
             if transcript:  # nothing was voiced (punctuation only): keep the text in the transcript

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -144,3 +147,101 @@ class FakeTTS:
             if self.chunk_delay_s:
                 time.sleep(self.chunk_delay_s)
             yield tone
+
+
+class Fault:
+    """How a faulty fake engine misbehaves once ``after`` outputs went through: ``raise`` at
+    once, ``hang`` until :meth:`release` (ignoring its cancel token, as a stuck native call
+    would), or ``slow`` (``delay_s`` before each output). ``mode=None`` behaves normally."""
+
+    def __init__(self, mode: str | None = None, *, after: int = 0, delay_s: float = 0.5) -> None:
+        assert mode in (None, "raise", "hang", "slow")
+        self.mode = mode
+        self.after = after
+        self.delay_s = delay_s
+        self.calls = 0  #: engine calls that reached the fault
+        self.entered = threading.Event()  #: set once a call reached the fault
+        self.running = 0  #: engine calls under way now
+        self.most_running = 0  #: the most calls that were ever under way at once
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Around one whole engine call (for a generator: until it returns or is closed)."""
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def release(self) -> None:
+        """Let every hanging call go on (tests call it at the end: threads can't be killed)."""
+        self._released.set()
+
+    def hit(self, engine: str, produced: int) -> None:
+        """Called before output number ``produced`` (0-based) of one engine call."""
+        if self.mode is None or produced < self.after:
+            return
+        if self.mode == "slow":
+            time.sleep(self.delay_s)
+            return
+        if produced == self.after:
+            self.calls += 1
+            self.entered.set()
+        if self.mode == "raise":
+            raise RuntimeError(f"fake {engine} failure")
+        self._released.wait()
+
+
+class FaultySTT(FakeSTT):
+    """:class:`FakeSTT` whose final transcriptions meet ``fault`` (partials are spared)."""
+
+    def __init__(self, fault: Fault, text: str = "what is the weather in paris") -> None:
+        super().__init__(text)
+        self.fault = fault
+
+    def transcribe(self, audio: FloatAudio, **options: Any) -> Transcript:
+        with self.fault.call():
+            if not options.get("partial"):
+                self.fault.hit("STT", 0)
+            return super().transcribe(audio, **options)
+
+
+class FaultyLLM(FakeLLM):
+    """:class:`FakeLLM` that meets ``fault`` before its text delta number ``fault.after``."""
+
+    def __init__(self, fault: Fault, **options: Any) -> None:
+        super().__init__(**options)
+        self.fault = fault
+
+    def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        produced = 0
+        with self.fault.call():
+            for event in super().stream(request, cancel):
+                if isinstance(event, TextDelta):
+                    self.fault.hit("LLM", produced)
+                    produced += 1
+                yield event
+
+
+class FaultyTTS(FakeTTS):
+    """:class:`FakeTTS` that meets ``fault`` before its audio chunk number ``fault.after``,
+    counted over the engine's life (a response speaks each sentence in a call of its own)."""
+
+    def __init__(self, fault: Fault, chunk_delay_s: float = 0.0) -> None:
+        super().__init__(chunk_delay_s)
+        self.fault = fault
+        self.produced = 0
+
+    def synthesize(
+        self, text: str, *, voice: str | None, speed: float, cancel: CancelToken
+    ) -> Iterator[FloatAudio]:
+        with self.fault.call():
+            for chunk in super().synthesize(text, voice=voice, speed=speed, cancel=cancel):
+                self.fault.hit("TTS", self.produced)
+                self.produced += 1
+                yield chunk
