@@ -194,10 +194,22 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
                     said = output[0]["content"][0].get("transcript") if output else ""
                     heard = transcript[1]["transcript"] if transcript else "?"
                     print(f"turn {turn + 1}: heard {heard!r} -> answered {said!r}")
+            # long answers, so that the interruption comes while the answer is being generated
+            await ws.send_message(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {
+                            "type": "realtime",
+                            "instructions": "You are a storyteller. Tell long, detailed stories.",
+                        },
+                    }
+                )
+            )
             for _ in range(args.barge_ins):
                 started = await talker.stream(long_question)
                 await talker.silence_until("response.output_audio.delta", started)
-                await talker.stream(b"\x00" * CHUNK_BYTES * 10)  # 200 ms of the answer plays
+                await talker.stream(b"\x00" * CHUNK_BYTES * 5)  # 100 ms of the answer plays
                 interrupt_at = await talker.stream(interruption)
                 answering = [
                     e["response"]["id"]
