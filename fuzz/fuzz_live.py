@@ -46,7 +46,7 @@ from tests.realtime.harness import Client, LiveServer, fake_pool, live_server, s
 from tests.support import validate_with_sdk
 
 LIVE_SETTINGS = settings(
-    max_examples=int(os.environ.get("FUZZ_LIVE_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("FUZZ_LIVE_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

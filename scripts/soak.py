@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import functools
 import gc
 import json
@@ -60,6 +61,20 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def rss_after_trim() -> float | None:
+    """RSS once glibc has returned its free pages (what it keeps is not leaked), or None."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return None  # not glibc
+    return rss_mb()
+
+
+def traced_mb() -> float:
+    """The Python heap that ``tracemalloc`` traces now, MB (0 when it is not tracing)."""
+    return tracemalloc.get_traced_memory()[0] / 2**20
 
 
 # --- client side (the subprocess) ------------------------------------------------------------
@@ -231,7 +246,7 @@ async def soak(args: argparse.Namespace) -> None:
         )
         port = int(addresses[0].rsplit(":", 1)[1])
         gc.collect()
-        idle_before = rss_mb()
+        idle_before, heap_before = rss_mb(), traced_mb()
         config = {
             "url": f"ws://{HOST}:{port}/v1/realtime?model=gpt-realtime",
             "sessions": args.sessions,
@@ -247,7 +262,7 @@ async def soak(args: argparse.Namespace) -> None:
                 elapsed = time.monotonic() - began
                 samples.append((elapsed, rss_mb()))
                 if args.python_heap:
-                    heap.append((elapsed, tracemalloc.get_traced_memory()[0] / 2**20))
+                    heap.append((elapsed, traced_mb()))
                 if elapsed >= next_report:
                     next_report += args.report_s
                     print(
@@ -275,7 +290,8 @@ async def soak(args: argparse.Namespace) -> None:
             while metrics.active_sessions:
                 await trio.sleep(0.05)
         gc.collect()
-        idle_after = rss_mb()
+        idle_after, heap_after = rss_mb(), traced_mb()
+        trimmed = rss_after_trim()
         shutdown.set()
         nursery.cancel_scope.cancel()
 
@@ -290,8 +306,10 @@ async def soak(args: argparse.Namespace) -> None:
     print(
         f"RSS: {idle_before:.1f} MB idle before, {under_load:.1f} MB median under load "
         f"(peak {max(loaded, default=float('nan')):.1f}), {idle_after:.1f} MB idle after"
+        + (f" ({trimmed:.1f} MB once malloc_trim gave free pages back)" if trimmed else "")
     )
-    print(f"RSS per active session: {(under_load - idle_before) / args.sessions:.2f} MB")
+    per_session = (under_load - idle_before) / args.sessions
+    print(f"RSS per active session: {per_session:.2f} MB at most (allocator warm-up included)")
     print(
         f"RSS growth: {growth_per_hour(samples, skip):+.1f} MB/hour under load after the first "
         f"{skip:.0f} s, {growth_per_hour(samples, elapsed / 2):+.1f} MB/hour over the last half "
@@ -299,8 +317,9 @@ async def soak(args: argparse.Namespace) -> None:
     )
     if heap:
         print(
-            f"Python heap (tracemalloc): {heap[0][1]:.1f} MB at the start, {heap[-1][1]:.1f} MB "
-            f"at the end, {growth_per_hour(heap, skip):+.1f} MB/hour after the first {skip:.0f} s"
+            f"Python heap (tracemalloc): {heap_before:.1f} MB idle before, "
+            f"{np.median([mb for _, mb in heap]):.1f} MB median under load, "
+            f"{heap_after:.1f} MB idle after"
         )
     for problem in totals.problems[:10]:
         print(f"  problem: {problem}")

@@ -66,7 +66,7 @@ def pool_with(stage: str | None = None, fault: Fault | None = None) -> PipelineP
     return PipelinePool([faulty, healthy], transcription_sessions=2)
 
 
-async def start(server: LiveServer, ws: trio_websocket.WebSocketConnection) -> Client:
+async def start(ws: trio_websocket.WebSocketConnection) -> Client:
     client = Client(ws)
     assert (await client.next())["type"] == "session.created"
     await client.send(TRANSCRIBED)
@@ -100,7 +100,7 @@ async def healthy_turn(
     """A second session takes the healthy pipeline (started once it has), and a voice turn of
     it completes, transcript and all."""
     async with connect(server) as ws:
-        client = await start(server, ws)
+        client = await start(ws)
         task_status.started()
         events = await voice_turn(client)
         assert events[-1]["response"]["status"] == "completed"
@@ -165,12 +165,13 @@ def test_an_engine_that_raises_or_is_slow_ends_the_turn_as_the_protocol_requires
 
         async def body() -> None:
             async with connect(server) as ws:
-                client = await start(server, ws)
+                client = await start(ws)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(healthy_turn, server)
                     # text deltas reach the client as they come; spoken ones may not, when
                     # the LLM fails before the TTS has voiced them
-                    events = await faulty_turn(client, stage, text_only=stage == "llm" and after)
+                    text_only = stage == "llm" and after > 0
+                    events = await faulty_turn(client, stage, text_only)
                 if mode == "slow":
                     assert events[-1]["response"]["status"] == "completed"
                 else:
@@ -205,7 +206,7 @@ def test_a_hung_engine_is_abandoned_after_the_engine_timeout_and_never_run_twice
 
         async def body() -> None:
             async with connect(server) as ws:
-                client = await start(server, ws)
+                client = await start(ws)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(healthy_turn, server)
                     began = time.monotonic()
@@ -242,7 +243,7 @@ def test_a_hung_engine_does_not_keep_its_pipeline_when_the_client_leaves(
 
         async def body() -> None:
             async with connect(server) as ws:
-                client = await start(server, ws)
+                client = await start(ws)
                 await client.send({"type": "response.create"})
                 await client.until("response.created")
                 while not fault.entered.is_set():
@@ -273,7 +274,7 @@ def test_a_vad_that_raises_ends_its_session_with_an_error(
 
         async def body() -> None:
             async with connect(server) as ws:
-                client = await start(server, ws)
+                client = await start(ws)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(healthy_turn, server)
                     await client.append(tone_pcm(100))
@@ -302,7 +303,7 @@ def test_a_client_that_leaves_during_tts_frees_its_pipeline_and_stops_the_tts(
 
         async def leave_during_tts() -> None:
             async with connect(server) as ws:
-                client = await start(server, ws)
+                client = await start(ws)
                 await client.send({"type": "response.create"})
                 await client.until("response.output_audio.delta")
                 if how == "abort":
@@ -371,8 +372,8 @@ def test_shutdown_lets_responses_end_then_closes_every_session_with_1001(
 
     async def body() -> None:
         async with connect(server) as ws_a, connect(server) as ws_b:
-            speaking = await start(server, ws_a)
-            idle = await start(server, ws_b)
+            speaking = await start(ws_a)
+            idle = await start(ws_b)
             await speaking.send({"type": "response.create"})
             await speaking.until("response.output_audio.delta")
             server.begin_shutdown()
@@ -403,7 +404,7 @@ def test_shutdown_is_bounded_by_its_grace_period_even_with_a_hung_engine(
 
     async def body() -> None:
         async with connect(server) as ws:
-            client = await start(server, ws)
+            client = await start(ws)
             await client.send({"type": "response.create"})
             await client.until("response.created")
             while not fault.entered.is_set():
