@@ -15,6 +15,7 @@ timeout expires, whichever is first.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +50,7 @@ RESPONSES_MIN_OUTPUT_TOKENS = 16
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-class _RemoteLLM:
+class _RemoteLLM(abc.ABC):
     """What both engines share: the client, the request settings, and turning failures into
     :class:`EngineError`.
 
@@ -98,9 +99,9 @@ class _RemoteLLM:
             max_retries,
         )
 
+    @abc.abstractmethod
     def _api_key(self, key: str | None) -> str:
         """The key to send, given the one configured (None when there is none)."""
-        raise NotImplementedError
 
     def _settings(self, request: LLMRequest) -> dict[str, Any]:
         """The request's output limit, temperature and reasoning effort, falling back to the

@@ -9,6 +9,7 @@ Checked values are returned as plain JSON values (dicts, lists, str, int, float,
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -51,11 +52,12 @@ def invalid_value(path: str, value: Any, supported: tuple[Any, ...] | None = Non
     return ProtocolError("invalid_value", message, path)
 
 
-class Spec:
+class Spec(abc.ABC):
     """One JSON value's rule."""
 
+    @abc.abstractmethod
     def check(self, value: Any, path: str) -> Any:
-        raise NotImplementedError(type(self).__name__)
+        """The checked value, or ProtocolError naming ``path``."""
 
 
 @attrs.frozen
