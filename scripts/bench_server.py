@@ -261,13 +261,13 @@ class ProbedRunner(SessionRunner):
     def __init__(self, port: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(port, *args, **kwargs)
         self.clock = FrameClock()
-        self.arrivals: deque[float] = deque()  # appends received, not yet in the audio task
+        self.arrivals: deque[float] = deque()  # appends received, not yet resampled and run through the VAD
         self.port = ArrivalPort(port, self.arrivals)
         if isinstance(self.outbox, ProbedOutbox):
             self.outbox.clock = self.clock
-        self.appended_ms = 0  # input audio through the audio task
+        self.appended_ms = 0  # input audio through the resampler and VAD
         self.response_starts: list[float] = []
-        #: (append received, audio task took it, response.done cancelled put, timeline ms)
+        #: (append received, audio handling began, response.done cancelled put, timeline ms)
         self.barge_ins: list[tuple[float, float, float, int]] = []
         self.probed.append(self)
 
@@ -419,7 +419,7 @@ async def bench_barge_in(turns: int, seed: int) -> list[str]:
     detection_ms = np.asarray(detection, dtype=float)
     lines = [
         row("barge-in: trigger append -> cancelled done (server)", x, "X < 10"),
-        row("  append received -> taken by the audio task", queued),
+        row("  append received -> its audio handled", queued),
         row("barge-in: trigger append sent -> done received (client)", _ms(seen)),
         *(
             [
