@@ -261,7 +261,7 @@ class ProbedRunner(SessionRunner):
     def __init__(self, port: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(port, *args, **kwargs)
         self.clock = FrameClock()
-        self.arrivals: deque[float] = deque()  # appends received, not yet resampled and run through the VAD
+        self.arrivals: deque[float] = deque()  # appends received, audio not yet handled
         self.port = ArrivalPort(port, self.arrivals)
         if isinstance(self.outbox, ProbedOutbox):
             self.outbox.clock = self.clock
