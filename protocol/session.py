@@ -144,6 +144,16 @@ _TRUNCATION = ByKind(
     "a string or an object",
 )
 
+#: ``audio.input``, the same in realtime and transcription sessions
+AUDIO_INPUT_SPEC = Obj(
+    fields(
+        format=AUDIO_FORMAT_SPEC,
+        noise_reduction=Nullable(_NOISE_REDUCTION),
+        transcription=Nullable(_TRANSCRIPTION),
+        turn_detection=Nullable(_TURN_DETECTION),
+    )
+)
+
 REALTIME_SESSION_SPEC = Obj(
     fields(
         type=required(Enum(("realtime",))),
@@ -152,14 +162,7 @@ REALTIME_SESSION_SPEC = Obj(
         instructions=Str(),
         audio=Obj(
             fields(
-                input=Obj(
-                    fields(
-                        format=AUDIO_FORMAT_SPEC,
-                        noise_reduction=Nullable(_NOISE_REDUCTION),
-                        transcription=Nullable(_TRANSCRIPTION),
-                        turn_detection=Nullable(_TURN_DETECTION),
-                    )
-                ),
+                input=AUDIO_INPUT_SPEC,
                 output=Obj(
                     fields(format=AUDIO_FORMAT_SPEC, voice=VOICE_SPEC, speed=Num(0.25, 1.5))
                 ),
@@ -183,14 +186,7 @@ TRANSCRIPTION_SESSION_SPEC = Obj(
         type=required(Enum(("transcription",))),
         audio=Obj(
             fields(
-                input=Obj(
-                    fields(
-                        format=AUDIO_FORMAT_SPEC,
-                        noise_reduction=Nullable(_NOISE_REDUCTION),
-                        transcription=Nullable(_TRANSCRIPTION),
-                        turn_detection=Nullable(_TURN_DETECTION),
-                    )
-                ),
+                input=AUDIO_INPUT_SPEC,
             )
         ),
         include=Nullable(ListOf(Enum(("item.input_audio_transcription.logprobs",)))),
