@@ -1,6 +1,7 @@
 """The Trio I/O shell: serves the protocol machine and the engines over WebSocket."""
 
-from .app import AppSettings, create_app
+from .app import create_app
+from .endpoint import AppSettings
 from .metrics import Metrics
 from .pool import Pipeline, PipelinePool
 from .server import serve

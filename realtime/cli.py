@@ -15,7 +15,7 @@ import trio
 from engines.base import LLM, EngineError, MissingDependency
 from protocol import ProtocolError, RealtimeConnection
 
-from .app import AppSettings
+from .endpoint import AppSettings
 from .pool import Pipeline, PipelinePool
 from .server import serve_until_signal
 from .session import ENGINE_RATE, SessionOptions

@@ -7,15 +7,38 @@ import signal
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from protocol.codec import MAX_FRAME_CHARS
 
-from .app import AppSettings, create_app
+from .app import create_app
+from .endpoint import AppSettings
 from .metrics import Metrics
 from .pool import PipelinePool
 
 log = logging.getLogger("realtime.server")
+
+_hypercorn_protocol_send = TCPServer.protocol_send
+
+
+async def _protocol_send(self: TCPServer, event: Event) -> None:
+    """hypercorn's send, with the close race of its trio worker treated as the close it is.
+
+    hypercorn sends the TCP EOF outside the lock that orders its sends, so when the app closes a
+    WebSocket while the read side answers the client's close frame (or a ping), ``send_all``
+    meets the EOF in progress and raises ``BusyResourceError`` -- which, uncaught, ends the
+    whole server. The connection is closing at that moment; the frame is dropped and the
+    connection closed, as for a peer that went away.
+    """
+    try:
+        await _hypercorn_protocol_send(self, event)
+    except trio.BusyResourceError:
+        await self.protocol.handle(Closed())
+
+
+TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]
 
 
 def hypercorn_config(host: str, port: int, graceful_timeout_s: float) -> Config:

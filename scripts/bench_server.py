@@ -56,7 +56,7 @@ import trio_websocket
 # the repository root: the venv's editable install maps ``realtime`` as a namespace package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import realtime.app
+import realtime.endpoint
 from engines.base import (
     CancelToken,
     FloatAudio,
@@ -288,13 +288,13 @@ class ProbedRunner(SessionRunner):
 @contextmanager
 def probes() -> Iterator[list[ProbedRunner]]:
     """Sessions started meanwhile are probed; yields the list their runners are added to."""
-    saved = realtime.app.SessionRunner, realtime.app.Outbox
+    saved = realtime.endpoint.SessionRunner, realtime.endpoint.Outbox
     ProbedRunner.probed = []
-    realtime.app.SessionRunner, realtime.app.Outbox = ProbedRunner, ProbedOutbox  # type: ignore[misc]
+    realtime.endpoint.SessionRunner, realtime.endpoint.Outbox = ProbedRunner, ProbedOutbox  # type: ignore[misc]
     try:
         yield ProbedRunner.probed
     finally:
-        realtime.app.SessionRunner, realtime.app.Outbox = saved  # type: ignore[misc]
+        realtime.endpoint.SessionRunner, realtime.endpoint.Outbox = saved  # type: ignore[misc]
 
 
 # --- server side: one server per phase, its clients in a subprocess --------------------------

@@ -286,6 +286,28 @@ def test_pool_refusal_and_reuse() -> None:
         assert server.metrics.sessions_refused == 1
 
 
+def test_clients_closing_as_the_server_closes_never_take_the_server_down() -> None:
+    # A client that closes the moment it is refused races the server's own close: hypercorn's
+    # trio worker once ended the whole server on it (BusyResourceError); 200 tries hit it.
+    with live_server(fake_pool(size=1)) as server:
+
+        async def body() -> None:
+            async with connect(server) as ws:
+                assert json.loads(await ws.get_message())["type"] == "session.created"
+                for _ in range(200):
+                    async with connect(server) as refused:
+                        event = json.loads(await refused.get_message())
+                        assert event["error"]["code"] == "session_limit_reached"
+            await trio.sleep(0.2)
+            async with session(server) as client:
+                await client.send({"type": "response.create"})
+                done = (await client.until("response.done"))[-1]
+                assert done["response"]["status"] == "completed"
+
+        run(body)
+        assert server.metrics.sessions_refused == 200
+
+
 def test_api_key_is_checked_from_header_and_subprotocol() -> None:
     with live_server(api_key="sekrit") as server:
 
