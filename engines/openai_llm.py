@@ -36,14 +36,12 @@ from engines.base import (
     ToolCall,
     Usage,
 )
+from engines.openai_client import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, ApiClient
 from engines.tool_calls import new_call_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESPONSES_MODEL = "gpt-4.1-mini"
-DEFAULT_TIMEOUT_S = 30.0
-#: Few: a voice turn that waits through several back-offs has failed anyway.
-DEFAULT_MAX_RETRIES = 1
 #: The Responses API refuses a ``max_output_tokens`` below 16; smaller limits are raised to it.
 RESPONSES_MIN_OUTPUT_TOKENS = 16
 #: What a tool without a parameter schema is sent with (both APIs insist on an object schema).
@@ -83,21 +81,15 @@ class _RemoteLLM(abc.ABC):
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self.reasoning_effort = reasoning_effort
-        self.client = openai.OpenAI(
+        self.api = ApiClient(
+            self.engine,
+            model=model,
             api_key=self._api_key(api_key or os.environ.get("OPENAI_API_KEY")),
             base_url=base_url,
-            timeout=timeout_s,
+            timeout_s=timeout_s,
             max_retries=max_retries,
         )
-        self.base_url = str(self.client.base_url).rstrip("/")
-        log.info(
-            "%s: model %s at %s (timeout %g s, %d retries)",
-            self.engine,
-            model,
-            self.base_url,
-            timeout_s,
-            max_retries,
-        )
+        self.client, self.base_url = self.api.openai, self.api.base_url
 
     @abc.abstractmethod
     def _api_key(self, key: str | None) -> str:
@@ -125,7 +117,7 @@ class _RemoteLLM(abc.ABC):
         try:
             stream = create()
         except openai.OpenAIError as error:
-            raise EngineError(self._failure(error)) from error
+            raise EngineError(self.api.failure(error)) from error
         with stream:
             yield self._until_cancelled(stream, cancel)
 
@@ -137,29 +129,10 @@ class _RemoteLLM(abc.ABC):
             except StopIteration:
                 return
             except openai.OpenAIError as error:
-                raise EngineError(self._failure(error)) from error
+                raise EngineError(self.api.failure(error)) from error
             if cancel.cancelled:  # set while this thread waited for the event
                 return
             yield event
-
-    def _failure(self, error: openai.OpenAIError) -> str:
-        where = f"{self.engine} at {self.base_url}"
-        if isinstance(error, openai.APITimeoutError):
-            return f"{where}: nothing received for {self.timeout_s:g} s"
-        if isinstance(error, openai.APIConnectionError):
-            return f"{where}: connection failed ({error.__cause__ or error})"
-        if isinstance(error, openai.APIStatusError):
-            return f"{where}: HTTP {error.status_code}: {_status_detail(error)}"
-        return f"{where}: {error}"
-
-
-def _status_detail(error: openai.APIStatusError) -> str:
-    body = error.body  # the "error" object of an OpenAI-shaped answer, else the text
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return error.response.reason_phrase or "no detail"
 
 
 def _tool_call(call_id: str | None, name: str, arguments: str | None) -> ToolCall:

@@ -7,12 +7,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
-from engines.base import LLM, EngineError, MissingDependency
+from engines.base import LLM, STT, TTS, EngineError, MissingDependency
 from protocol import ProtocolError, RealtimeConnection
 
 from .endpoint import AppSettings
@@ -21,6 +21,7 @@ from .server import serve_until_signal
 from .session import ENGINE_RATE, SessionOptions
 
 log = logging.getLogger("realtime")
+T = TypeVar("T")
 
 #: transcription sessions per pipeline when --num_transcription_sessions is not given, measured
 #: with scripts/bench_transcription.py on 2 cores (Whisper tiny.en): with live partials one
@@ -34,9 +35,15 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 ENGINE_CHOICES = {
     "vad": ("silero",),
-    "stt": ("whisper",),
-    "llm": ("llama_cpp", "openai", "chat_completions"),
-    "tts": ("piper",),
+    "stt": ("whisper", "parakeet", "remote"),
+    "llm": ("llama_cpp", "openai", "chat_completions", "transformers", "mlx_lm"),
+    "tts": ("piper", "qwen", "remote"),
+}
+
+#: what --preset selects for each engine flag that is not given
+PRESETS = {
+    "embedded": {"vad": "silero", "stt": "whisper", "llm": "llama_cpp", "tts": "piper"},
+    "production": {"vad": "silero", "stt": "parakeet", "llm": "openai", "tts": "qwen"},
 }
 
 
@@ -135,38 +142,89 @@ def parser() -> argparse.ArgumentParser:
         help="logging verbosity",
     )
     engines = p.add_argument_group("engines")
-    engines.add_argument("--vad", default="silero", choices=ENGINE_CHOICES["vad"])
+    engines.add_argument(
+        "--preset",
+        default="embedded",
+        choices=tuple(PRESETS),
+        help="the engine set for the engine flags not given: embedded = "
+        + ", ".join(f"{k} {v}" for k, v in PRESETS["embedded"].items())
+        + " (offline, CPU); production = "
+        + ", ".join(f"{k} {v}" for k, v in PRESETS["production"].items())
+        + " (GPU when present; needs $OPENAI_API_KEY)",
+    )
+    engines.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where the torch engines run (parakeet, qwen, transformers); auto: cuda, then mps, "
+        "then cpu",
+    )
+    engines.add_argument("--vad", choices=ENGINE_CHOICES["vad"], help="default: from --preset")
     engines.add_argument("--vad_model_path", help="Silero VAD ONNX file (default: packaged)")
-    engines.add_argument("--stt", default="whisper", choices=ENGINE_CHOICES["stt"])
-    engines.add_argument("--stt_model_path", help="CTranslate2 Whisper model directory")
-    engines.add_argument("--stt_compute_type", default="int8", help="CTranslate2 compute type")
-    engines.add_argument("--stt_beam_size", type=int, default=5, help="beam size of finals")
+    engines.add_argument(
+        "--stt",
+        choices=ENGINE_CHOICES["stt"],
+        help="whisper: the embedded Whisper tiny.en; parakeet: NVIDIA Parakeet TDT (NeMo); "
+        "remote: an OpenAI-compatible /v1/audio/transcriptions server; default: from --preset",
+    )
+    engines.add_argument("--stt_model_path", help="whisper: CTranslate2 model directory")
+    engines.add_argument(
+        "--stt_model",
+        help="parakeet: a hub id or a local .nemo file (default nvidia/parakeet-tdt-0.6b-v2); "
+        "remote: the served model's name (default whisper-1)",
+    )
+    engines.add_argument(
+        "--stt_compute_type", default="int8", help="whisper: CTranslate2 compute type"
+    )
+    engines.add_argument(
+        "--stt_beam_size", type=int, default=5, help="whisper: beam size of finals"
+    )
     engines.add_argument("--stt_language", default="en", help="language code, or 'auto'")
     engines.add_argument(
+        "--stt_base_url", help="remote STT: the API's base URL, e.g. http://host:8000/v1"
+    )
+    engines.add_argument(
+        "--stt_api_key", help="remote STT: the API key (default: $OPENAI_API_KEY, else none)"
+    )
+    engines.add_argument(
+        "--stt_timeout_s",
+        type=float,
+        default=30.0,
+        help="remote STT: seconds to wait for a transcription before it fails",
+    )
+    engines.add_argument(
         "--llm",
-        default="llama_cpp",
         choices=ENGINE_CHOICES["llm"],
         help="llama_cpp: the embedded SmolLM2; openai: the OpenAI Responses API; "
-        "chat_completions: any OpenAI-compatible server (vLLM, llama.cpp, Ollama)",
+        "chat_completions: any OpenAI-compatible server (vLLM, llama.cpp, Ollama); "
+        "transformers / mlx_lm: a Hugging Face model run in-process; default: from --preset",
     )
-    engines.add_argument("--llm_model_path", help="GGUF model file (default: packaged)")
-    engines.add_argument("--llm_n_ctx", type=int, default=2048, help="context window, tokens")
+    engines.add_argument("--llm_model_path", help="llama_cpp: GGUF model file (default: packaged)")
+    engines.add_argument(
+        "--llm_n_ctx", type=int, default=2048, help="local LLMs: context window, tokens"
+    )
     engines.add_argument(
         "--llm_temperature",
         type=float,
         help="sampling temperature (0 = greedy); default: "
-        f"{EMBEDDED_LLM_TEMPERATURE} for llama_cpp, the model's own for remote LLMs",
+        f"{EMBEDDED_LLM_TEMPERATURE} for llama_cpp, the model's own otherwise",
     )
     engines.add_argument(
         "--llm_max_tokens",
         type=int,
-        help=f"tokens per response at most; default: {EMBEDDED_LLM_MAX_TOKENS} for llama_cpp, "
+        help=f"tokens per response at most; default: {EMBEDDED_LLM_MAX_TOKENS} for local LLMs, "
         "only the session's max_output_tokens for remote LLMs",
     )
     engines.add_argument(
         "--llm_model",
-        help="remote LLMs: the model (openai: default gpt-4.1-mini; chat_completions: the "
-        "served model's name, required)",
+        help="openai: the model (default gpt-4.1-mini); chat_completions: the served model's "
+        "name (required); transformers / mlx_lm: a hub id or a local model directory (required)",
+    )
+    engines.add_argument(
+        "--llm_dtype",
+        default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="transformers: weights' dtype; auto: float32 on cpu, bfloat16 on cuda, float16 on mps",
     )
     engines.add_argument(
         "--llm_base_url",
@@ -190,9 +248,48 @@ def parser() -> argparse.ArgumentParser:
         help="remote LLMs: reasoning effort of reasoning models when a response sets none "
         "(default: the model's own)",
     )
-    engines.add_argument("--tts", default="piper", choices=ENGINE_CHOICES["tts"])
-    engines.add_argument("--tts_voice", help="Piper voice: a name or an .onnx path")
-    engines.add_argument("--tts_voices_dir", help="directory of extra Piper voices")
+    engines.add_argument(
+        "--tts",
+        choices=ENGINE_CHOICES["tts"],
+        help="piper: the embedded Piper voice; qwen: Qwen3-TTS; remote: an OpenAI-compatible "
+        "/v1/audio/speech server; default: from --preset",
+    )
+    engines.add_argument(
+        "--tts_voice",
+        help="piper: a voice name or an .onnx path; remote: the default voice (alloy)",
+    )
+    engines.add_argument("--tts_voices_dir", help="piper: directory of extra voices")
+    engines.add_argument(
+        "--tts_model",
+        help="qwen: a hub id or a local checkpoint directory (default "
+        "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice); remote: the served model (default "
+        "gpt-4o-mini-tts)",
+    )
+    engines.add_argument("--tts_language", default="English", help="qwen: the spoken language")
+    engines.add_argument("--tts_base_url", help="remote TTS: the API's base URL")
+    engines.add_argument(
+        "--tts_api_key", help="remote TTS: the API key (default: $OPENAI_API_KEY, else none)"
+    )
+    engines.add_argument(
+        "--tts_sample_rate",
+        type=int,
+        default=24_000,
+        help="remote TTS: Hz of the server's raw PCM (24000 for OpenAI's pcm format)",
+    )
+    engines.add_argument(
+        "--tts_voices",
+        help="remote TTS: comma-separated voices the server has (default: OpenAI's); a session "
+        "voice not listed falls back to --tts_voice",
+    )
+    engines.add_argument(
+        "--tts_instructions", help="remote TTS: how to speak (for models that take it)"
+    )
+    engines.add_argument(
+        "--tts_timeout_s",
+        type=float,
+        default=30.0,
+        help="remote TTS: seconds to wait for the server's next audio before the response fails",
+    )
     engines.add_argument(
         "--threads", type=int, default=None, help="CPU threads per engine (default: up to 2)"
     )
@@ -203,51 +300,143 @@ def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the engines that ``--preset`` selects filled in."""
+    return resolve_engines(parser().parse_args(argv))
+
+
+def resolve_engines(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the engine flags that were not given from ``--preset``."""
+    preset = PRESETS[args.preset]
+    return argparse.Namespace(
+        **{**vars(args), **{k: getattr(args, k) or preset[k] for k in ENGINE_CHOICES}}
+    )
+
+
+def _timed(index: int, stage: str, name: str, load: Callable[[], T]) -> T:
+    started = time.perf_counter()
+    engine = load()
+    log.info(
+        "pipeline %d: %s=%s loaded in %.2f s", index, stage, name, time.perf_counter() - started
+    )
+    return engine
+
+
 def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
     from engines import embedded
 
     threads = args.threads or min(2, os.cpu_count() or 1)
-    language = None if args.stt_language == "auto" else args.stt_language
-    vad = embedded.load_vad(**_drop_none({"model_path": args.vad_model_path}))
-    stt = embedded.load_stt(
-        **_drop_none(
-            {
-                "model_path": args.stt_model_path,
-                "compute_type": args.stt_compute_type,
-                "beam_size": args.stt_beam_size,
-                "language": language,
-                "threads": threads,
-            }
-        )
+    vad = _timed(
+        index,
+        "vad",
+        args.vad,
+        lambda: embedded.load_vad(**_drop_none({"model_path": args.vad_model_path})),
     )
-    llm = build_llm(args, threads)
-    tts = embedded.load_tts(
-        **_drop_none(
-            {"voice": args.tts_voice, "voices_dir": args.tts_voices_dir, "threads": threads}
-        )
-    )
+    stt = _timed(index, "stt", args.stt, lambda: build_stt(args, threads))
+    llm = _timed(index, "llm", args.llm, lambda: build_llm(args, threads))
+    tts = _timed(index, "tts", args.tts, lambda: build_tts(args, threads))
     if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
         raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
 
 
+def _remote_setting(value: str | None, flag: str) -> str:
+    if not value:
+        raise SystemExit(f"error: {flag} is required by the remote engine")
+    return value
+
+
+def build_stt(args: argparse.Namespace, threads: int) -> STT:
+    """The STT that ``--stt`` names."""
+    language = None if args.stt_language == "auto" else args.stt_language
+    if args.stt == "whisper":
+        from engines import embedded
+
+        options = {
+            "model_path": args.stt_model_path,
+            "compute_type": args.stt_compute_type,
+            "beam_size": args.stt_beam_size,
+            "language": language,
+            "threads": threads,
+        }
+        return embedded.load_stt(**_drop_none(options))
+    if args.stt == "parakeet":
+        from engines.parakeet_stt import ParakeetSTT
+
+        options = {"model": args.stt_model, "device": args.device, "threads": threads}
+        return ParakeetSTT(language=language, **_drop_none(options))
+    from engines.remote_audio import RemoteSTT
+
+    options = {
+        "model": args.stt_model,
+        "api_key": args.stt_api_key,
+        "timeout_s": args.stt_timeout_s,
+    }
+    return RemoteSTT(
+        base_url=_remote_setting(args.stt_base_url, "--stt_base_url"),
+        language=language,
+        **_drop_none(options),
+    )
+
+
+def build_tts(args: argparse.Namespace, threads: int) -> TTS:
+    """The TTS that ``--tts`` names."""
+    if args.tts == "piper":
+        from engines import embedded
+
+        options = {"voice": args.tts_voice, "voices_dir": args.tts_voices_dir, "threads": threads}
+        return embedded.load_tts(**_drop_none(options))
+    if args.tts == "qwen":
+        from engines.qwen_tts import QwenTTS
+
+        options = {"model": args.tts_model, "device": args.device, "threads": threads}
+        return QwenTTS(language=args.tts_language, **_drop_none(options))
+    from engines.remote_audio import RemoteTTS
+
+    voices = [v.strip() for v in (args.tts_voices or "").split(",") if v.strip()]
+    options = {
+        "model": args.tts_model,
+        "api_key": args.tts_api_key,
+        "voice": args.tts_voice,
+        "voices": voices or None,
+        "instructions": args.tts_instructions,
+        "timeout_s": args.tts_timeout_s,
+    }
+    return RemoteTTS(
+        base_url=_remote_setting(args.tts_base_url, "--tts_base_url"),
+        sample_rate=args.tts_sample_rate,
+        **_drop_none(options),
+    )
+
+
 def build_llm(args: argparse.Namespace, threads: int) -> LLM:
     """The LLM that ``--llm`` names; a remote one that cannot be set up ends the start-up."""
+    local_defaults = {"max_output_tokens": EMBEDDED_LLM_MAX_TOKENS}
+    sampling = {"temperature": args.llm_temperature, "max_output_tokens": args.llm_max_tokens}
     if args.llm == "llama_cpp":
         from engines import embedded
 
-        defaults = {
-            "temperature": EMBEDDED_LLM_TEMPERATURE,
-            "max_output_tokens": EMBEDDED_LLM_MAX_TOKENS,
-        }
         options = {
             "model_path": args.llm_model_path,
             "n_ctx": args.llm_n_ctx,
-            "temperature": args.llm_temperature,
-            "max_output_tokens": args.llm_max_tokens,
             "threads": threads,
+            **sampling,
         }
+        defaults = {**local_defaults, "temperature": EMBEDDED_LLM_TEMPERATURE}
         return embedded.load_llm(**{**defaults, **_drop_none(options)})
+    if args.llm in ("transformers", "mlx_lm"):
+        model = _remote_setting(args.llm_model, "--llm_model")
+        options = {"n_ctx": args.llm_n_ctx, **sampling}
+        if args.llm == "transformers":
+            from engines.transformers_llm import TransformersLLM
+
+            torch_options = {"device": args.device, "dtype": args.llm_dtype, "threads": threads}
+            return TransformersLLM(
+                model=model, **{**local_defaults, **torch_options, **_drop_none(options)}
+            )
+        from engines.mlx_llm import MlxLLM
+
+        return MlxLLM(model=model, **{**local_defaults, **_drop_none(options)})
     from engines.openai_llm import ChatCompletionsLLM, ResponsesLLM
 
     remote = ResponsesLLM if args.llm == "openai" else ChatCompletionsLLM
@@ -259,9 +448,8 @@ def build_llm(args: argparse.Namespace, threads: int) -> LLM:
                     "base_url": args.llm_base_url,
                     "api_key": args.llm_api_key,
                     "timeout_s": args.llm_timeout_s,
-                    "temperature": args.llm_temperature,
-                    "max_output_tokens": args.llm_max_tokens,
                     "reasoning_effort": args.llm_reasoning_effort,
+                    **sampling,
                 }
             )
         )
@@ -297,7 +485,7 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -38,7 +38,7 @@ from engines.base import CancelToken
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
 from realtime.audio import StreamingResampler, encode
 from realtime.cli import build_pipeline
-from realtime.cli import parser as cli_parser
+from realtime.cli import parse_args as parse_cli_args
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print each turn's exchange")
     args = parser.parse_args()
     # the engines exactly as `python -m realtime` builds them with its default flags
-    pipeline = build_pipeline(cli_parser().parse_args([]), 0)
+    pipeline = build_pipeline(parse_cli_args([]), 0)
     trio.run(run, args, pipeline)
 
 

@@ -1,28 +1,37 @@
 """A real HTTP server on 127.0.0.1 that streams scripted answers of the Responses API
 (``POST /v1/responses``) and Chat Completions (``POST /v1/chat/completions``) as server-sent
-events, so the remote LLM engines are tested through the real ``openai`` client and sockets.
+events, answers ``POST /v1/audio/transcriptions`` with a JSON transcription and streams raw PCM
+from ``POST /v1/audio/speech``, so the remote engines are tested through the real ``openai``
+client and sockets.
 
 A script is a list of :class:`Reply`, one per request, taken in order. A reply's steps are
-events (dicts, sent as they are), pauses (seconds, as floats) and :data:`STALL`. The builders
-:class:`ResponsesScript` and :class:`ChatScript` write the events of each API in the same terms,
-so one test can script either."""
+events (dicts, sent as they are; a transcription's one dict is its JSON body), audio (bytes,
+each one chunk of a speech body), pauses (seconds, as floats), :data:`STALL` and :data:`DROP`.
+The builders :class:`ResponsesScript` and :class:`ChatScript` write the events of each API in
+the same terms, so one test can script either; :class:`AudioScript` writes the audio answers."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import select
 import socket
 import threading
 import time
+import wave
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 #: A step that sends nothing more and holds the connection until the client closes it.
 STALL = "stall"
+#: A step that closes the connection at once, in the middle of the reply's body.
+DROP = "drop"
 
-Step = dict[str, Any] | float | str
+Step = dict[str, Any] | bytes | float | str
 Call = tuple[str, str, list[str]]  #: (call_id, name, the arguments' streamed pieces)
 
 
@@ -35,10 +44,29 @@ class Reply:
 
 
 @attrs.frozen
+class WavFile:
+    """The audio file of a transcription request, as the server read it."""
+
+    filename: str
+    content_type: str
+    sample_rate: int  #: Hz
+    channels: int
+    sample_width: int  #: bytes per sample
+    frames: bytes  #: the PCM data
+
+    @property
+    def samples(self) -> int:
+        """Samples per channel."""
+        return len(self.frames) // (self.sample_width * self.channels)
+
+
+@attrs.frozen
 class Received:
     path: str
     headers: dict[str, str]  #: names in lower case
+    #: the JSON body, or a form's text fields (a repeated field as a list of its values)
     body: dict[str, Any]
+    audio: WavFile | None = None  #: a form's ``file``
 
 
 class FakeOpenAIServer:
@@ -47,12 +75,14 @@ class FakeOpenAIServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = []
         self.received: list[Received] = []
+        self.connections = 0  #: TCP connections accepted
         self.finished = threading.Event()  #: a reply's scripted steps were all sent
         self.disconnected = threading.Event()  #: the client left before a reply's end
         self.stopping = threading.Event()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._http.daemon_threads = True
         self._http.fake = self  # type: ignore[attr-defined]
+        self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -64,6 +94,11 @@ class FakeOpenAIServer:
     def script(self, *replies: Reply | list[Step]) -> None:
         """Queue the replies to the next requests (a list of steps is a 200 reply)."""
         self.replies += [r if isinstance(r, Reply) else Reply(tuple(r)) for r in replies]
+
+    def connected(self) -> None:
+        """Count a new connection (called from the connection's thread)."""
+        with self._lock:
+            self.connections += 1
 
     def __enter__(self) -> FakeOpenAIServer:
         self._thread.start()
@@ -78,6 +113,11 @@ class FakeOpenAIServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # chunked streaming, and keep-alive as real servers do
+    disable_nagle_algorithm = True  # TCP_NODELAY, as real servers set: no write waits for an ACK
+
+    def setup(self) -> None:
+        super().setup()
+        self.fake.connected()
 
     def handle(self) -> None:
         try:
@@ -93,50 +133,87 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.fake  # type: ignore[attr-defined, no-any-return]
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        data = self.rfile.read(int(self.headers["Content-Length"]))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.fake.received.append(Received(self.path, headers, body))
+        if headers.get("content-type", "").startswith("multipart/form-data"):
+            body, audio = _form(data, headers["content-type"])
+            self.fake.received.append(Received(self.path, headers, body, audio))
+        else:
+            self.fake.received.append(Received(self.path, headers, json.loads(data)))
         reply = self.fake.replies.pop(0)
         if reply.status != 200:
             self._send_error(reply)
             return
+        if self.path.endswith("/audio/transcriptions"):
+            self._send_transcription(reply)
+            return
+        speech = self.path.endswith("/audio/speech")
+        chat = self.path.endswith("/chat/completions")
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", "audio/pcm" if speech else "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        chat = self.path.endswith("/chat/completions")
         try:
-            if self._stream(reply, chat=chat):
-                self.fake.finished.set()
-                if chat:
-                    self._chunk("data: [DONE]\n\n")
-                self._chunk("")  # the last chunk of the body
-                return
+            outcome = self._stream(reply, chat=chat)
         except OSError:  # broken pipe or reset: the client went away mid-write
-            pass
-        self.close_connection = True
-        self.fake.disconnected.set()
+            outcome = "left"
+        if outcome == "sent":
+            self.fake.finished.set()
+            if chat:
+                self._chunk("data: [DONE]\n\n")
+            self._chunk("")  # the last chunk of the body
+        elif outcome == "left":
+            self.close_connection = True
+            self.fake.disconnected.set()
 
-    def _stream(self, reply: Reply, *, chat: bool) -> bool:
-        """Send the reply's scripted steps; False when the client left first."""
+    def _stream(self, reply: Reply, *, chat: bool) -> Literal["sent", "left", "dropped"]:
+        """Send the reply's scripted steps, unless the client leaves first or a step drops
+        the connection."""
         for number, step in enumerate(reply.steps):
+            if step == DROP:
+                self._drop()
+                return "dropped"
             if step == STALL:
                 self._client_left(60.0)
-                return False
+                return "left"
             if isinstance(step, float | int):
                 if self._client_left(step):
-                    return False
+                    return "left"
                 continue
-            assert isinstance(step, dict)
-            if chat:
+            if isinstance(step, bytes):
+                self._chunk(step)
+            elif chat:
                 self._chunk(f"data: {json.dumps(step)}\n\n")
             else:
+                assert isinstance(step, dict)
                 event = {**step, "sequence_number": number}
                 self._chunk(f"event: {step['type']}\ndata: {json.dumps(event)}\n\n")
-        return True
+        return "sent"
 
-    def _chunk(self, text: str) -> None:
-        data = text.encode()
+    def _send_transcription(self, reply: Reply) -> None:
+        """The reply's pauses, then its one dict as the JSON body."""
+        for step in reply.steps:
+            if step == DROP:
+                self._drop()
+                return
+            if isinstance(step, dict):
+                self.fake.finished.set()  # before the client can have the answer
+                self._send_json(200, step)
+                return
+            wait_s = 60.0 if step == STALL else step
+            assert isinstance(wait_s, float | int)
+            if self._client_left(wait_s):
+                self.close_connection = True
+                self.fake.disconnected.set()
+                return
+
+    def _drop(self) -> None:
+        """Close the connection in the middle of the reply (a crashed server)."""
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _chunk(self, text: str | bytes) -> None:
+        data = text if isinstance(text, bytes) else text.encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
@@ -155,16 +232,59 @@ class _Handler(BaseHTTPRequestHandler):
         return self.fake.stopping.is_set()
 
     def _send_error(self, reply: Reply) -> None:
-        data = json.dumps(
-            {"error": {"message": reply.error, "type": "server_error", "code": None}}
-        ).encode()
-        self.send_response(reply.status)
+        error = {"message": reply.error, "type": "server_error", "code": None}
+        self._send_json(reply.status, {"error": error}, reply.headers)
+
+    def _send_json(
+        self, status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in reply.headers:
+        for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _form(data: bytes, content_type: str) -> tuple[dict[str, Any], WavFile | None]:
+    """The text fields and the WAV ``file`` of a ``multipart/form-data`` body. An array
+    field (``include[]``) is a list of its values."""
+    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+    fields: dict[str, Any] = {}
+    audio = None
+    for part in data.split(b"--" + boundary)[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, _, content = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        content = content.removesuffix(b"\r\n")
+        part_headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in head.decode().split("\r\n"))
+        )
+        params = {
+            key.strip(): value.strip('"')
+            for key, _, value in (
+                item.partition("=") for item in part_headers["content-disposition"].split(";")[1:]
+            )
+        }
+        name = params["name"]
+        if "filename" in params:
+            with wave.open(io.BytesIO(content), "rb") as wav:
+                audio = WavFile(
+                    filename=params["filename"],
+                    content_type=part_headers.get("content-type", ""),
+                    sample_rate=wav.getframerate(),
+                    channels=wav.getnchannels(),
+                    sample_width=wav.getsampwidth(),
+                    frames=wav.readframes(wav.getnframes()),
+                )
+        elif name.endswith("[]"):
+            fields.setdefault(name, []).append(content.decode())
+        else:
+            fields[name] = content.decode()
+    return fields, audio
 
 
 # --- scripts ---------------------------------------------------------------------------------
@@ -311,3 +431,30 @@ class ChatScript:
             "model": "test-model",
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
         }
+
+
+class AudioScript:
+    """Answers of the audio endpoints."""
+
+    @staticmethod
+    def transcript(text: str, logprobs: Sequence[tuple[str, float]] = ()) -> dict[str, Any]:
+        """A ``json`` transcription; with ``logprobs``, as ``include=["logprobs"]`` gives."""
+        body: dict[str, Any] = {"text": text}
+        if logprobs:
+            body["logprobs"] = [
+                {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                for token, logprob in logprobs
+            ]
+        return body
+
+    @staticmethod
+    def speech(pcm: bytes, *cuts: int, pause_s: float = 0.05) -> list[Step]:
+        """``pcm`` as body chunks that end at the byte offsets ``cuts``, a pause between
+        each two (so the client reads them apart)."""
+        bounds = [0, *cuts, len(pcm)]
+        steps: list[Step] = []
+        for start, end in itertools.pairwise(bounds):
+            if steps:
+                steps.append(pause_s)
+            steps.append(pcm[start:end])
+        return steps
