@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from engines.base import LLM, STT, TTS, EngineError, MissingDependency
+from engines.base import LLM, STT, TTS, EngineError
 from protocol import ProtocolError, RealtimeConnection
 
 from .endpoint import AppSettings
@@ -156,8 +156,8 @@ def parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         choices=("auto", "cpu", "cuda", "mps"),
-        help="where the torch engines run (parakeet, qwen, transformers); auto: cuda, then mps, "
-        "then cpu",
+        help="where the torch engines run (parakeet, qwen, transformers); auto: cuda when "
+        "available, else cpu (the transformers LLM also tries mps)",
     )
     engines.add_argument("--vad", choices=ENGINE_CHOICES["vad"], help="default: from --preset")
     engines.add_argument("--vad_model_path", help="Silero VAD ONNX file (default: packaged)")
@@ -266,6 +266,11 @@ def parser() -> argparse.ArgumentParser:
         "gpt-4o-mini-tts)",
     )
     engines.add_argument("--tts_language", default="English", help="qwen: the spoken language")
+    engines.add_argument(
+        "--tts_speaker",
+        help="qwen: the default speaker (default ryan); session voices map onto "
+        "the model's speakers",
+    )
     engines.add_argument("--tts_base_url", help="remote TTS: the API's base URL")
     engines.add_argument(
         "--tts_api_key", help="remote TTS: the API key (default: $OPENAI_API_KEY, else none)"
@@ -389,7 +394,12 @@ def build_tts(args: argparse.Namespace, threads: int) -> TTS:
     if args.tts == "qwen":
         from engines.qwen_tts import QwenTTS
 
-        options = {"model": args.tts_model, "device": args.device, "threads": threads}
+        options = {
+            "model": args.tts_model,
+            "device": args.device,
+            "threads": threads,
+            "speaker": args.tts_speaker,
+        }
         return QwenTTS(language=args.tts_language, **_drop_none(options))
     from engines.remote_audio import RemoteTTS
 
@@ -507,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         pool = PipelinePool.build(
             args.num_pipelines, lambda i: build_pipeline(args, i), transcription_sessions
         )
-    except MissingDependency as exc:
+    except (EngineError, ValueError) as exc:  # MissingDependency included
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     log.info(
