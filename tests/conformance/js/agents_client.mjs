@@ -1,0 +1,127 @@
+// The @openai/agents realtime SDK (OpenAIRealtimeWebSocket transport) as a client of the server.
+//
+// Usage: node agents_client.mjs ws://HOST:PORT/v1/realtime?model=gpt-realtime
+// (or REALTIME_URL in the environment). Speaks two turns as 24 kHz PCM16: a short greeting, then
+// a longer question that the server's fake engines answer with a get_weather tool call. Prints
+// one JSON summary line: the assistant's text per turn, the tool calls, the audio received, the
+// SDK's error events, and every server event that fails the SDK's own event schema (the SDK
+// drops those silently, so the script checks each frame itself).
+
+import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool } from '@openai/agents/realtime';
+import { z } from 'zod';
+
+const url = process.argv[2] ?? process.env.REALTIME_URL;
+if (!url) {
+  console.error('usage: node agents_client.mjs ws://HOST:PORT/v1/realtime?model=gpt-realtime');
+  process.exit(2);
+}
+const TIMEOUT_MS = 30_000;
+const RATE = 24_000;
+
+// The schema the transport parses every server event with; the package does not export it.
+const eventsModule = new URL('./openaiRealtimeEvents.mjs', import.meta.resolve('@openai/agents-realtime'));
+const { realtimeServerEventSchema } = await import(eventsModule.href);
+
+/** `leadMs` of silence, `speechMs` of a 300 Hz tone, then 700 ms of silence, as PCM16. */
+function utterance(leadMs, speechMs) {
+  const samples = new Int16Array(((leadMs + speechMs + 700) * RATE) / 1000);
+  const start = (leadMs * RATE) / 1000;
+  const end = ((leadMs + speechMs) * RATE) / 1000;
+  for (let n = start; n < end; n++) {
+    samples[n] = Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 300 * (n - start)) / RATE));
+  }
+  return samples.buffer;
+}
+
+const summary = {
+  turns: [],
+  toolCalls: [],
+  audioBytes: 0,
+  errors: [],
+  schemaFailures: [],
+  serverEvents: 0,
+  eventTypes: [],
+};
+const seenTypes = new Set();
+
+const getWeather = tool({
+  name: 'get_weather',
+  description: 'Weather of a city.',
+  parameters: z.object({ city: z.string() }),
+  execute: async ({ city }) => {
+    summary.toolCalls.push({ name: 'get_weather', city });
+    return 'sunny';
+  },
+});
+const agent = new RealtimeAgent({
+  name: 'assistant',
+  instructions: 'Answer briefly.',
+  tools: [getWeather],
+});
+const transport = new OpenAIRealtimeWebSocket({ url });
+const session = new RealtimeSession(agent, { transport, model: 'gpt-realtime' });
+
+transport.on('*', (event) => {
+  summary.serverEvents += 1;
+  seenTypes.add(event.type);
+  const parsed = realtimeServerEventSchema.safeParse(event);
+  if (!parsed.success) {
+    summary.schemaFailures.push({ type: event.type, issues: parsed.error.issues.slice(0, 3) });
+  }
+});
+session.on('error', (error) => {
+  const detail = error.error?.error ?? error.error;
+  summary.errors.push(detail instanceof Error ? detail.message : JSON.stringify(detail));
+});
+session.on('audio', (event) => {
+  summary.audioBytes += event.data.byteLength;
+});
+
+/** Resolves with the assistant's text of the next turn that ends with a spoken answer. */
+function answered() {
+  return new Promise((resolve) => {
+    const onEnd = (_context, _agent, text) => {
+      if (text) {
+        session.off('agent_end', onEnd);
+        resolve(text);
+      }
+    };
+    session.on('agent_end', onEnd);
+  });
+}
+
+async function speak(audio) {
+  const next = answered();
+  const chunk = (RATE * 2) / 10; // 100 ms
+  for (let i = 0; i < audio.byteLength; i += chunk) {
+    session.sendAudio(audio.slice(i, i + chunk));
+  }
+  summary.turns.push(await next);
+}
+
+const timer = setTimeout(() => {
+  summary.errors.push(`timed out after ${TIMEOUT_MS} ms`);
+  finish(1);
+}, TIMEOUT_MS);
+
+function finish(code) {
+  clearTimeout(timer);
+  summary.eventTypes = [...seenTypes].sort();
+  console.log(JSON.stringify(summary));
+  try {
+    session.close();
+  } finally {
+    process.exit(code);
+  }
+}
+
+try {
+  // the key is sent as `Authorization: Bearer`; the server checks it only when it has one set
+  await session.connect({ apiKey: 'sk-local-test' });
+  await speak(utterance(200, 300)); // a greeting
+  await speak(utterance(200, 1600)); // the weather question: a tool call, then the answer
+  finish(0);
+} catch (error) {
+  summary.errors.push(String(error?.stack ?? error));
+  finish(1);
+}
