@@ -1,40 +1,91 @@
-"""An :class:`~engines.base.LLMRequest` as plain chat messages for a small local model.
+"""An :class:`~engines.base.LLMRequest` as chat messages for a local model's chat template.
 
-Small instruct models know only system/user/assistant turns, so tools are described in the
-system message, past calls are written as the JSON the model is asked to produce, and tool
-results come back as user turns."""
+Small instruct models know only system/user/assistant turns, so by default tools are described
+in the system message, past calls are written as the JSON the model is asked to produce, and
+tool results come back as user turns. A chat template that renders tools itself gets the
+messages in the structured form Hugging Face templates take instead (``native_tools=True``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from engines.base import ChatMessage, FunctionTool, LLMRequest, ToolCallRequest
+from engines.base import ChatMessage, EngineError, FunctionTool, LLMRequest, ToolCallRequest
 from engines.tool_calls import must_call, offered_tools
 
-Message = dict[str, str]
+#: One chat message as chat templates take it: ``role`` and ``content``, and with
+#: ``native_tools`` also ``tool_calls`` (assistant) or ``tool_call_id`` and ``name`` (tool).
+Message = dict[str, Any]
+
+MUST_CALL = "You must call a function now."
 
 
-def chat_messages(request: LLMRequest) -> list[Message]:
-    """System message (instructions + tools) followed by the history; consecutive turns of one
-    role are merged, since many chat templates insist that roles alternate."""
+def chat_messages(request: LLMRequest, *, native_tools: bool = False) -> list[Message]:
+    """System message followed by the history; consecutive turns of one role are merged, since
+    many chat templates insist that roles alternate.
+
+    By default the system message holds the instructions and describes the tools. With
+    ``native_tools`` it holds the instructions only (the template lists the tools, see
+    :func:`tool_schemas`), past calls stay structured and each tool result is a ``tool`` turn."""
     messages: list[Message] = []
-    system = system_prompt(request)
+    system = system_prompt(request, describe=not native_tools)
     if system:
         messages.append({"role": "system", "content": system})
     tool_names = _tool_names_by_call_id(request.messages)
     for message in request.messages:
-        _append(messages, _render(message, tool_names))
+        if native_tools:
+            _append_native(messages, _render_native(message, tool_names))
+        else:
+            _append(messages, _render(message, tool_names))
     return messages
 
 
-def system_prompt(request: LLMRequest) -> str:
+def system_prompt(request: LLMRequest, *, describe: bool = True) -> str:
+    """The instructions, then what the model is told about the tools: a description of them
+    (``describe``), or only that it must call one when ``tool_choice`` says so."""
     tools = offered_tools(request)
     parts = [request.instructions.strip()] if request.instructions.strip() else []
-    if tools:
+    if tools and describe:
         parts.append(describe_tools(tools, required=must_call(request)))
+    elif must_call(request):
+        parts.append(MUST_CALL)
     return "\n\n".join(parts)
+
+
+def tool_schemas(request: LLMRequest) -> list[dict[str, Any]]:
+    """The offered tools as the JSON schemas Hugging Face chat templates take (``tools=``)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for tool in offered_tools(request)
+    ]
+
+
+def fit_context(
+    messages: list[Message], tokenize: Callable[[list[Message]], list[int]], n_ctx: int
+) -> tuple[list[Message], list[int]]:
+    """The messages that fit, and their tokens: when the prompt leaves less than a quarter of
+    the ``n_ctx``-token context for the answer, the oldest turns after the system message are
+    dropped (a tool result with the call before it). An :class:`EngineError` when even the
+    system message and the last turn do not fit."""
+    messages = list(messages)
+    while True:
+        tokens = tokenize(messages)
+        if len(tokens) <= n_ctx * 3 // 4:
+            return messages, tokens
+        oldest = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+        if oldest is None or oldest == len(messages) - 1:
+            raise EngineError(f"the prompt takes {len(tokens)} tokens of a {n_ctx}-token context")
+        del messages[oldest]
+        while oldest < len(messages) - 1 and messages[oldest]["role"] == "tool":
+            del messages[oldest]
 
 
 def describe_tools(tools: Sequence[FunctionTool], *, required: bool) -> str:
@@ -45,7 +96,7 @@ def describe_tools(tools: Sequence[FunctionTool], *, required: bool) -> str:
         '{"name": "<function name>", "arguments": {"<argument>": <value>}}'
     )
     if required:
-        lines.append("You must call a function now.")
+        lines.append(MUST_CALL)
     else:
         lines.append("If no function is needed, answer in plain text.")
     return "\n".join(lines)
@@ -73,11 +124,15 @@ def _describe(tool: FunctionTool) -> str:
 
 def render_call(call: ToolCallRequest) -> str:
     """A past call, in the format the model is told to use."""
+    return json.dumps({"name": call.name, "arguments": _arguments(call)})
+
+
+def _arguments(call: ToolCallRequest) -> Any:
+    """The call's arguments as a JSON value (the text itself when it is not JSON)."""
     try:
-        arguments: Any = json.loads(call.arguments) if call.arguments.strip() else {}
+        return json.loads(call.arguments) if call.arguments.strip() else {}
     except json.JSONDecodeError:
-        arguments = call.arguments
-    return json.dumps({"name": call.name, "arguments": arguments})
+        return call.arguments
 
 
 def _render(message: ChatMessage, tool_names: dict[str, str]) -> Message:
@@ -88,6 +143,45 @@ def _render(message: ChatMessage, tool_names: dict[str, str]) -> Message:
     if message.tool_calls:
         content = "\n".join([content, *(render_call(c) for c in message.tool_calls)]).strip()
     return {"role": message.role, "content": content}
+
+
+def _render_native(message: ChatMessage, tool_names: dict[str, str]) -> Message:
+    if message.role == "tool":
+        call_id = message.tool_call_id or ""
+        return {
+            "role": "tool",
+            "content": message.content,
+            "tool_call_id": call_id,
+            "name": tool_names.get(call_id, ""),
+        }
+    rendered: Message = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _arguments(call)},
+            }
+            for call in message.tool_calls
+        ]
+    return rendered
+
+
+def _append_native(messages: list[Message], message: Message) -> None:
+    """Like :func:`_append`, but tool results stay one turn each and merged assistant turns
+    keep all their calls."""
+    previous = messages[-1] if messages else None
+    if previous is None or previous["role"] != message["role"] or message["role"] == "tool":
+        messages.append(message)
+        return
+    merged = {
+        **previous,
+        "content": "\n\n".join(filter(None, [previous["content"], message["content"]])),
+    }
+    calls = [*previous.get("tool_calls", ()), *message.get("tool_calls", ())]
+    if calls:
+        merged["tool_calls"] = calls
+    messages[-1] = merged
 
 
 def _append(messages: list[Message], message: Message) -> None:

@@ -21,7 +21,7 @@ from engines.base import (
     TextDelta,
     Usage,
 )
-from engines.chat_prompt import Message, chat_messages
+from engines.chat_prompt import Message, chat_messages, fit_context
 from engines.loading import existing_path, import_runtime, packaged_file
 from engines.tool_calls import ToolCallRouter, must_call, offered_tools, tool_call_schema
 
@@ -144,17 +144,7 @@ class LlamaCppLLM:
     def prompt_tokens(self, request: LLMRequest) -> list[int]:
         """The request rendered with the model's chat template and tokenized. When it leaves
         less than a quarter of the context for the answer, the oldest turns are dropped."""
-        messages = chat_messages(request)
-        while True:
-            tokens = self._tokenize(messages)
-            if len(tokens) <= self.n_ctx * 3 // 4:
-                return tokens
-            oldest = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
-            if oldest is None or oldest == len(messages) - 1:
-                raise EngineError(
-                    f"the prompt takes {len(tokens)} tokens of a {self.n_ctx}-token context"
-                )
-            del messages[oldest]
+        return fit_context(chat_messages(request), self._tokenize, self.n_ctx)[1]
 
     def _tokenize(self, messages: list[Message]) -> list[int]:
         formatted = self._formatter(messages=messages)

@@ -437,16 +437,19 @@ def build_llm(args: argparse.Namespace, threads: int) -> LLM:
     if args.llm in ("transformers", "mlx_lm"):
         model = _remote_setting(args.llm_model, "--llm_model")
         options = {"n_ctx": args.llm_n_ctx, **sampling}
-        if args.llm == "transformers":
-            from engines.transformers_llm import TransformersLLM
+        try:
+            if args.llm == "transformers":
+                from engines.transformers_llm import TransformersLLM
 
-            torch_options = {"device": args.device, "dtype": args.llm_dtype, "threads": threads}
-            return TransformersLLM(
-                model=model, **{**local_defaults, **torch_options, **_drop_none(options)}
-            )
-        from engines.mlx_llm import MlxLLM
+                torch_options = {"device": args.device, "dtype": args.llm_dtype, "threads": threads}
+                return TransformersLLM(
+                    model=model, **{**local_defaults, **torch_options, **_drop_none(options)}
+                )
+            from engines.mlx_llm import MlxLLM
 
-        return MlxLLM(model=model, **{**local_defaults, **_drop_none(options)})
+            return MlxLLM(model=model, **{**local_defaults, **_drop_none(options)})
+        except (EngineError, ValueError) as exc:  # a model that cannot load, an unknown device
+            raise SystemExit(f"error: {exc}") from None
     from engines.openai_llm import ChatCompletionsLLM, ResponsesLLM
 
     remote = ResponsesLLM if args.llm == "openai" else ChatCompletionsLLM

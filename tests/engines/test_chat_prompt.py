@@ -1,7 +1,9 @@
 import json
 
-from engines.base import ChatMessage, FunctionTool, LLMRequest, ToolCallRequest
-from engines.chat_prompt import chat_messages, system_prompt
+import pytest
+
+from engines.base import ChatMessage, EngineError, FunctionTool, LLMRequest, ToolCallRequest
+from engines.chat_prompt import MUST_CALL, chat_messages, fit_context, system_prompt, tool_schemas
 
 WEATHER = FunctionTool(
     "get_weather",
@@ -69,3 +71,92 @@ def test_history_system_messages_merge_into_the_system_prompt():
     history = (ChatMessage("system", "Speak French."), ChatMessage("user", "Hi"))
     messages = chat_messages(LLMRequest("Be brief.", history))
     assert messages[0] == {"role": "system", "content": "Be brief.\n\nSpeak French."}
+
+
+def test_native_tools_keep_calls_and_results_structured():
+    call = ToolCallRequest("call_1", "get_weather", '{"city": "Paris"}')
+    history = (
+        ChatMessage("user", "Weather in Paris?"),
+        ChatMessage("assistant", "Let me look."),
+        ChatMessage("assistant", tool_calls=(call,)),
+        ChatMessage("tool", '{"temp_c": 21}', tool_call_id="call_1"),
+        ChatMessage("tool", '{"wind": "none"}', tool_call_id="call_1"),
+    )
+    messages = chat_messages(LLMRequest("Be brief.", history, tools=(WEATHER,)), native_tools=True)
+    assert messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "content": '{"temp_c": 21}',
+            "tool_call_id": "call_1",
+            "name": "get_weather",
+        },
+        {
+            "role": "tool",
+            "content": '{"wind": "none"}',
+            "tool_call_id": "call_1",
+            "name": "get_weather",
+        },
+    ]
+
+
+def test_native_tools_with_a_required_call_say_so_without_describing_the_tools():
+    request = LLMRequest("Be brief.", (), tools=(WEATHER,), tool_choice="required")
+    assert chat_messages(request, native_tools=True)[0]["content"] == f"Be brief.\n\n{MUST_CALL}"
+
+
+def test_tool_schemas_are_the_offered_tools_in_the_chat_template_shape():
+    timer = FunctionTool("set_timer")
+    request = LLMRequest("", (), tools=(WEATHER, timer), tool_choice="set_timer")
+    assert tool_schemas(request) == [
+        {
+            "type": "function",
+            "function": {
+                "name": "set_timer",
+                "description": "",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
+
+
+def words(messages: list[dict]) -> list[int]:
+    """A stand-in tokenizer: one token per word of every message."""
+    return [0 for m in messages for _ in str(m["content"]).split()]
+
+
+def test_fit_context_keeps_a_prompt_that_fits():
+    messages = [{"role": "system", "content": "a b"}, {"role": "user", "content": "c d"}]
+    assert fit_context(messages, words, n_ctx=8) == (messages, [0, 0, 0, 0])
+
+
+def test_fit_context_drops_the_oldest_turns_and_their_tool_results():
+    messages = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "one two"},
+        {"role": "assistant", "content": "three four", "tool_calls": []},
+        {"role": "tool", "content": "five"},
+        {"role": "user", "content": "six"},
+    ]
+    kept, tokens = fit_context(messages, words, n_ctx=4)
+    # Without its call, "five" would fit; a result whose call is gone means nothing, though.
+    assert [m["content"] for m in kept] == ["sys", "six"]
+    assert len(tokens) == 2
+
+
+def test_fit_context_fails_when_the_last_turn_alone_is_too_long():
+    messages = [{"role": "user", "content": "far too many words here"}]
+    with pytest.raises(EngineError, match="5 tokens of a 4-token context"):
+        fit_context(messages, words, n_ctx=4)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engines.base import FunctionTool, LLMRequest
+from engines.base import EngineError, FunctionTool, LLMRequest
 from engines.tool_calls import (
     ToolCallRouter,
     must_call,
@@ -197,3 +197,85 @@ def test_router_shows_all_non_call_output_exactly_once(text, cuts):
     streamed = "".join(shown)
     # Streamed text keeps the model's words as they came; held text is released stripped.
     assert streamed + rest in (text.lstrip(), text.strip())
+
+
+def route_tagged(pieces: list[str], truncated: bool = False) -> tuple[list[str], str, tuple]:
+    router = ToolCallRouter(NAMES, tagged=True)
+    shown = [router.feed(p) for p in pieces]
+    rest, calls = router.finish(truncated=truncated)
+    return shown, rest, calls
+
+
+WEATHER_BLOCK = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+
+
+def test_tagged_router_streams_text_before_a_call_and_hides_the_block():
+    shown, rest, calls = route_tagged(["Let me", " check.\n", WEATHER_BLOCK[:7], WEATHER_BLOCK[7:]])
+    assert "".join(shown) + rest == "Let me check.\n"
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Rome"})]
+
+
+def test_tagged_router_drops_whitespace_between_and_after_blocks():
+    timer = '<tool_call>{"name": "set_timer", "arguments": {"minutes": 1}}</tool_call>'
+    shown, rest, calls = route_tagged([WEATHER_BLOCK, "\n", timer, "\n\n"])
+    assert "".join(shown) + rest == ""
+    assert [c.name for c in calls] == ["get_weather", "set_timer"]
+
+
+def test_tagged_router_releases_a_lookalike_of_the_tag_as_text():
+    shown, rest, calls = route_tagged(["Use <tool", "s> wisely <"])
+    assert "".join(shown) + rest == "Use <tools> wisely <"
+    assert calls == ()
+
+
+def test_tagged_router_still_takes_a_bare_json_call():
+    shown, rest, calls = route_tagged(['{"name": "set_timer", "arguments": {"minutes": 2}}'])
+    assert "".join(shown) + rest == ""
+    assert [c.name for c in calls] == ["set_timer"]
+
+
+@pytest.mark.parametrize(
+    ("block", "reason"),
+    [
+        ('{"name": "get_weather", "arguments": {city: "Rome"}}', "not JSON"),
+        ('{"name": "launch_rocket", "arguments": {}}', "'launch_rocket' is not an offered"),
+        ('{"name": "get_weather", "arguments": [1]}', "the arguments are not a JSON object"),
+        ("", "no call"),
+    ],
+)
+def test_tagged_router_reports_an_invalid_block_as_an_engine_error(block, reason):
+    router = ToolCallRouter(NAMES, tagged=True)
+    router.feed("One moment.")
+    with pytest.raises(EngineError, match=f"invalid tool call \\({reason}"):
+        router.feed(f"<tool_call>{block}</tool_call>")
+
+
+def test_tagged_router_drops_a_block_cut_off_by_the_token_limit():
+    shown, rest, calls = route_tagged(["Sure.", '<tool_call>{"name": "get_weather", "argu'], True)
+    assert ("".join(shown), rest, calls) == ("Sure.", "", ())
+
+
+def test_tagged_router_reports_a_block_left_open_by_the_model():
+    router = ToolCallRouter(NAMES, tagged=True)
+    router.feed('<tool_call>{"name": "get_weather", "argu')
+    with pytest.raises(EngineError, match="invalid tool call"):
+        router.finish()
+
+
+def test_tagged_router_accepts_a_complete_call_without_its_closing_tag():
+    _, rest, calls = route_tagged(['<tool_call>{"name": "set_timer", "arguments": {}}\n'])
+    assert rest == ""
+    assert [c.name for c in calls] == ["set_timer"]
+
+
+def test_tagged_router_without_tools_shows_the_markup_as_text():
+    router = ToolCallRouter(set(), tagged=True)
+    assert router.feed(WEATHER_BLOCK) == WEATHER_BLOCK
+
+
+@given(st.lists(st.integers(min_value=0), max_size=8))
+def test_tagged_router_finds_text_and_calls_however_the_stream_is_split(cuts):
+    text = f"It is 3 < 4. {WEATHER_BLOCK}\nDone <3"
+    shown, rest, calls = route_tagged(split_at(text, cuts))
+    assert "".join(shown) + rest == "It is 3 < 4. Done <3"
+    assert [c.name for c in calls] == ["get_weather"]

@@ -1,0 +1,163 @@
+"""``python -m realtime`` flags: presets, engine selection and the options each engine gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import engines.mlx_llm
+import engines.parakeet_stt
+import engines.qwen_tts
+import engines.remote_audio
+import engines.transformers_llm
+from realtime.cli import build_llm, build_stt, build_tts, parse_args, parser
+
+
+class Recorded:
+    """Stands in for an engine class: keeps the options it was built with."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+
+def engines_of(argv: list[str]) -> tuple[str, str, str, str]:
+    args = parse_args(argv)
+    return args.vad, args.stt, args.llm, args.tts
+
+
+def test_no_flags_select_the_embedded_engines() -> None:
+    assert engines_of([]) == ("silero", "whisper", "llama_cpp", "piper")
+
+
+def test_production_preset_selects_parakeet_openai_and_qwen() -> None:
+    assert engines_of(["--preset", "production"]) == ("silero", "parakeet", "openai", "qwen")
+
+
+def test_an_engine_flag_overrides_the_preset() -> None:
+    argv = ["--preset", "production", "--tts", "piper", "--llm", "chat_completions"]
+    assert engines_of(argv) == ("silero", "parakeet", "chat_completions", "piper")
+
+
+def test_every_flag_is_documented() -> None:
+    undocumented = [
+        action.option_strings[0]
+        for action in parser()._actions
+        if action.option_strings and action.option_strings[0] != "-h" and not action.help
+    ]
+    assert undocumented == []
+
+
+def test_production_preset_without_an_openai_key_stops_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
+        build_llm(parse_args(["--preset", "production"]), threads=1)
+
+
+def test_parakeet_and_qwen_get_the_device_model_and_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engines.parakeet_stt, "ParakeetSTT", Recorded)
+    monkeypatch.setattr(engines.qwen_tts, "QwenTTS", Recorded)
+    args = parse_args(
+        [
+            "--preset=production",
+            "--device=cpu",
+            "--stt_model=/models/parakeet.nemo",
+            "--stt_language=auto",
+            "--tts_model=/models/qwen",
+            "--tts_language=German",
+        ]
+    )
+    stt = build_stt(args, threads=3)
+    tts = build_tts(args, threads=3)
+    assert isinstance(stt, Recorded) and isinstance(tts, Recorded)
+    assert stt.options == {
+        "model": "/models/parakeet.nemo",
+        "device": "cpu",
+        "threads": 3,
+        "language": None,
+    }
+    assert tts.options == {
+        "model": "/models/qwen",
+        "device": "cpu",
+        "threads": 3,
+        "language": "German",
+    }
+
+
+def test_remote_speech_engines_need_a_base_url() -> None:
+    with pytest.raises(SystemExit, match="--stt_base_url"):
+        build_stt(parse_args(["--stt=remote"]), threads=1)
+    with pytest.raises(SystemExit, match="--tts_base_url"):
+        build_tts(parse_args(["--tts=remote"]), threads=1)
+
+
+def test_remote_speech_engines_get_their_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines.remote_audio, "RemoteSTT", Recorded)
+    monkeypatch.setattr(engines.remote_audio, "RemoteTTS", Recorded)
+    args = parse_args(
+        [
+            "--stt=remote",
+            "--stt_base_url=http://stt:8000/v1",
+            "--stt_model=parakeet",
+            "--tts=remote",
+            "--tts_base_url=http://tts:8880/v1",
+            "--tts_api_key=k",
+            "--tts_sample_rate=22050",
+            "--tts_voice=af_heart",
+            "--tts_voices=af_heart, am_adam",
+        ]
+    )
+    stt, tts = build_stt(args, threads=1), build_tts(args, threads=1)
+    assert isinstance(stt, Recorded) and isinstance(tts, Recorded)
+    assert stt.options == {
+        "base_url": "http://stt:8000/v1",
+        "language": "en",
+        "model": "parakeet",
+        "timeout_s": 30.0,
+    }
+    assert tts.options == {
+        "base_url": "http://tts:8880/v1",
+        "sample_rate": 22050,
+        "api_key": "k",
+        "voice": "af_heart",
+        "voices": ["af_heart", "am_adam"],
+        "timeout_s": 30.0,
+    }
+
+
+def test_local_llms_need_a_model_and_get_the_sampling_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit, match="--llm_model"):
+        build_llm(parse_args(["--llm=transformers"]), threads=1)
+    monkeypatch.setattr(engines.transformers_llm, "TransformersLLM", Recorded)
+    monkeypatch.setattr(engines.mlx_llm, "MlxLLM", Recorded)
+    llm = build_llm(
+        parse_args(
+            [
+                "--llm=transformers",
+                "--llm_model=Qwen/Qwen2.5-0.5B-Instruct",
+                "--device=cuda",
+                "--llm_dtype=bfloat16",
+                "--llm_temperature=0",
+            ]
+        ),
+        threads=2,
+    )
+    assert isinstance(llm, Recorded)
+    assert llm.options == {
+        "model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "max_output_tokens": 256,
+        "device": "cuda",
+        "dtype": "bfloat16",
+        "threads": 2,
+        "n_ctx": 2048,
+        "temperature": 0.0,
+    }
+    llm = build_llm(parse_args(["--llm=mlx_lm", "--llm_model=/m", "--llm_max_tokens=64"]), 1)
+    assert isinstance(llm, Recorded)
+    assert llm.options == {"model": "/m", "max_output_tokens": 64, "n_ctx": 2048}
