@@ -1,4 +1,5 @@
-"""The four engine interfaces and the plain values that cross them.
+"""The engine interfaces (VAD, STT, LLM, TTS and the turn model) and the plain values that
+cross them.
 
 Engines know nothing about the Realtime protocol: they take audio as float32 numpy arrays
 (mono, at the engine's own ``sample_rate``) and text as ``str``, and they are called from
@@ -38,10 +39,12 @@ class EngineError(Exception):
 
 
 class MissingDependency(EngineError):
-    """An engine's optional dependency or model file is not installed; ``extra`` names the fix."""
+    """An engine's optional dependency or model file is not installed; ``extra`` names the fix
+    (or ``install``, the command, for what no extra of this package installs)."""
 
-    def __init__(self, engine: str, extra: str, detail: str) -> None:
-        super().__init__(f"{engine} needs {detail}; install it with: pip install -e '.[{extra}]'")
+    def __init__(self, engine: str, extra: str, detail: str, install: str | None = None) -> None:
+        install = install or f"pip install -e '.[{extra}]'"
+        super().__init__(f"{engine} needs {detail}; install it with: {install}")
         self.engine = engine
         self.extra = extra
 
@@ -66,6 +69,21 @@ class VAD(Protocol):
 
     def stream(self) -> VAD:
         """A VAD with its own fresh state that shares this one's model (one per session)."""
+        ...
+
+
+# --- turn model ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TurnModel(Protocol):
+    """Whether an utterance sounds finished, from its audio (for ``semantic_vad``)."""
+
+    sample_rate: int  #: Hz of the audio it accepts (16 000)
+
+    def probability(self, audio: FloatAudio) -> float:
+        """P(the speaker has finished their turn) in [0, 1], for the utterance that ends at the
+        end of ``audio`` (mono float32; the model may look at only its last seconds)."""
         ...
 
 

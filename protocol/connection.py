@@ -24,19 +24,24 @@ from .conversation import Conversation, item_already_exists
 from .effects import (
     AppendInputAudio,
     CancelResponse,
+    CancelSpeculation,
     ClearInputAudio,
     CommitInputAudio,
     Effect,
     ResponsePlan,
+    ScoreTurn,
     StartResponse,
+    StartSpeculation,
     TranscribeItemAudio,
     TranscribeLive,
+    user_audio_item,
 )
 from .errors import IllegalTransition, ProtocolError
 from .items import Content, Item, MessageItem
 from .responses import Phase, ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
-from .turns import SpeechStart, SpeechStop, TurnDetector
+from .speculation import Speculation
+from .turns import SpeechPause, SpeechResume, SpeechStart, SpeechStop, TurnDetector
 
 #: OpenAI refuses to commit less audio than this
 MIN_COMMIT_MS = 100
@@ -100,10 +105,16 @@ class RealtimeConnection:
         session_type: str = "realtime",
         session_defaults: dict[str, Any] | None = None,
         now: Callable[[], float] = time.time,
+        speculation: bool = True,
+        turn_model: bool = False,
     ) -> None:
         """``session_type``: ``"realtime"`` (a voice conversation) or ``"transcription"``
         (speech to text only). ``session_defaults``: a partial session object (as in
-        ``session.update``) laid over OpenAI's defaults; invalid ones raise ProtocolError."""
+        ``session.update``) laid over OpenAI's defaults; invalid ones raise ProtocolError.
+        ``speculation``: start a turn's work at its first pause (``speculation.py``); what
+        clients see is the same either way, apart from timing. ``turn_model``: the shell
+        answers ``ScoreTurn`` (``semantic_vad`` then ends turns on the model's decision;
+        without one it uses fixed silence windows, see ``turns.py``)."""
         session_id = session_id or ids.session_id()
         expires_at = int(now()) + SESSION_LIFETIME_S
         if session_type == "transcription":
@@ -115,6 +126,8 @@ class RealtimeConnection:
         if session_defaults:
             patch = SESSION_UPDATE_SPEC.check({"type": session_type, **session_defaults}, "session")
             self.session = self.session.updated(patch, voice_locked=False)
+        self.speculative = speculation
+        self.turn_model = turn_model
         self.conversation = Conversation()
         self.conversation_id = ids.conversation_id()
         self.input_state = InputState.EMPTY
@@ -135,6 +148,9 @@ class RealtimeConnection:
         self.started = False
         #: a VAD turn ended while a response was active (interrupt_response off)
         self.turn_awaiting_response = False
+        #: the speculation held for the turn in progress or its response, if any
+        self.speculation: Speculation | None = None
+        self.speculations_started = 0
 
     # --- public API --------------------------------------------------------------------------
 
@@ -197,7 +213,7 @@ class RealtimeConnection:
 
     def _new_detector(self) -> TurnDetector | None:
         td = self.session.turn_detection
-        return None if td is None else TurnDetector(td)
+        return None if td is None else TurnDetector(td, turn_model=self.turn_model)
 
     def _on_append(self, event: ev.InputAudioBufferAppend, out: Output) -> None:
         fmt = self.session.input_format
@@ -225,17 +241,23 @@ class RealtimeConnection:
             )
         item_id = self.speech_item_id or ids.item_id()
         self._go("commit")
+        self._abandon_speculation(out)
         self._commit(item_id, int(self.buffer_start_ms), int(self.timeline_ms), out)
         self.buffer_start_ms = self.timeline_ms
 
-    def _commit(self, item_id: str, start_ms: int, end_ms: int, out: Output) -> None:
+    def _commit(
+        self,
+        item_id: str,
+        start_ms: int,
+        end_ms: int,
+        out: Output,
+        speculation_id: str | None = None,
+    ) -> None:
         """The buffer's audio becomes a user item; its transcript is on its way."""
         self.speech_item_id = None
         if self.turns is not None:
             self.turns.reset()
-        item = MessageItem(
-            id=item_id, role="user", content=(Content("input_audio", transcript=None),)
-        )
+        item = user_audio_item(item_id, None)
         previous = self.conversation.insert(item)
         self.pending_transcripts.add(item_id)
         out.events += [
@@ -251,6 +273,7 @@ class RealtimeConnection:
                 end_ms,
                 language=transcription.get("language"),
                 prompt=transcription.get("prompt"),
+                speculation_id=speculation_id,
             )
         )
 
@@ -264,6 +287,7 @@ class RealtimeConnection:
         self._go("clear")
         self.buffer_start_ms = self.timeline_ms
         self._drop_speech_item()
+        self._abandon_speculation(out)
         if self.turns is not None:
             self.turns.reset()
         out.events.append(ev.InputAudioBufferCleared())
@@ -285,29 +309,117 @@ class RealtimeConnection:
                 )
             )
             if self.transcribing:
-                start = max(int(self.buffer_start_ms), self.speech_start_ms - td.prefix_padding_ms)
-                out.effects.append(TranscribeLive(self.speech_item_id, start))
+                out.effects.append(TranscribeLive(self.speech_item_id, self._segment_start()))
             if td.interrupt_response and self.default_response_id is not None:
                 self._cancel(self.responses[self.default_response_id], "turn_detected", out)
+        elif isinstance(signal, SpeechPause):
+            self._on_pause(signal, out)
+        elif isinstance(signal, SpeechResume):
+            self._abandon_speculation(out)
         elif isinstance(signal, SpeechStop):
-            item_id = self.speech_item_id
-            assert item_id is not None
-            end_ms = signal.audio_end_ms
-            start = max(int(self.buffer_start_ms), self.speech_start_ms - td.prefix_padding_ms)
-            out.events.append(
-                ev.InputAudioBufferSpeechStopped(audio_end_ms=end_ms, item_id=item_id)
+            self._end_turn(signal, out)
+
+    def _segment_start(self) -> int:
+        """Where the speech in progress will be cut from: its onset less the prefix padding,
+        never before the uncommitted audio."""
+        td = self.session.turn_detection
+        padding = 0 if td is None else td.prefix_padding_ms
+        return max(int(self.buffer_start_ms), self.speech_start_ms - padding)
+
+    def _on_pause(self, pause: SpeechPause, out: Output) -> None:
+        """The turn may be over: speculate on it and have the turn model score it."""
+        assert self.turns is not None and self.speech_item_id is not None
+        start = self._segment_start()
+        self._speculate(pause, start, out)
+        if self.turns.scores_pauses:
+            out.effects.append(
+                ScoreTurn(self.speech_item_id, pause.pause_id, start, pause.audio_end_ms)
             )
-            self._go("speech_stopped")
-            self._commit(item_id, start, end_ms, out)
-            self.buffer_start_ms = float(end_ms)
-            if self.timeline_ms > self.buffer_start_ms:
-                self._go("append")  # audio after the turn's end stays for the next turn
-            if td.create_response and self.session.type == "realtime":
-                if self.default_response_id is None:
-                    self._create_response(ev.ResponseParams(), out)
-                else:
-                    # interrupt_response is off: answer this turn once the current answer ends
-                    self.turn_awaiting_response = True
+
+    def _speculate(self, pause: SpeechPause, start: int, out: Output) -> None:
+        assert self.speech_item_id is not None
+        if not self.speculative or self.responses or self.speculation is not None:
+            return
+        td = self.session.turn_detection
+        assert td is not None
+        answers = td.create_response and self.session.type == "realtime"
+        self.speculations_started += 1
+        transcription = self.session.transcription or {}
+        request = StartSpeculation(
+            speculation_id=f"spec_{self.speculations_started}",
+            item_id=self.speech_item_id,
+            start_ms=start,
+            end_ms=pause.audio_end_ms,
+            language=transcription.get("language"),
+            prompt=transcription.get("prompt"),
+            logprobs=self.session.include_logprobs,
+            plan=attrs.evolve(self._plan(ev.ResponseParams()), context=tuple(self.conversation))
+            if answers
+            else None,
+        )
+        self.speculation = Speculation(request)
+        out.effects.append(request)
+
+    def _abandon_speculation(self, out: Output) -> None:
+        if self.speculation is not None:
+            out.effects.append(CancelSpeculation(self.speculation.id))
+            self.speculation = None
+
+    def _end_turn(self, stop: SpeechStop, out: Output) -> None:
+        """The session's rule confirmed the end of the turn: commit it, answer it."""
+        td = self.session.turn_detection
+        assert td is not None
+        item_id = self.speech_item_id
+        assert item_id is not None
+        end_ms = stop.audio_end_ms
+        start = self._segment_start()
+        out.events.append(ev.InputAudioBufferSpeechStopped(audio_end_ms=end_ms, item_id=item_id))
+        self._go("speech_stopped")
+        speculation, self.speculation = self.speculation, None
+        transcription = self.session.transcription or {}
+        held_transcript = speculation is not None and speculation.transcript_stands(
+            speech_after_pause=stop.speech_after_pause,
+            language=transcription.get("language"),
+            prompt=transcription.get("prompt"),
+            logprobs=self.session.include_logprobs,
+        )
+        self._commit(
+            item_id,
+            start,
+            end_ms,
+            out,
+            speculation.id if speculation is not None and held_transcript else None,
+        )
+        self.buffer_start_ms = float(end_ms)
+        if self.timeline_ms > self.buffer_start_ms:
+            self._go("append")  # audio after the turn's end stays for the next turn
+        answers = td.create_response and self.session.type == "realtime"
+        if answers and self.default_response_id is None:
+            self._create_response(ev.ResponseParams(), out, speculation)
+            return
+        if answers:
+            # interrupt_response is off: answer this turn once the current answer ends
+            self.turn_awaiting_response = True
+        if speculation is not None and (
+            speculation.request.plan is not None or not held_transcript
+        ):
+            # its response will not be used (a transcript the commit took stays wanted)
+            out.effects.append(CancelSpeculation(speculation.id))
+
+    def _on_turn_scored(self, result: ins.TurnScored, out: Output) -> None:
+        stop = (
+            self.turns.scored(result.pause_id, result.probability)
+            if self.turns is not None and result.item_id == self.speech_item_id
+            else None
+        )
+        if stop is None:
+            return _stale(result)  # incomplete (keep waiting), or late for its pause
+        self._end_turn(stop, out)
+
+    def _on_speculation_transcribed(self, result: ins.SpeculationTranscribed, out: Output) -> None:
+        if self.speculation is None or self.speculation.id != result.speculation_id:
+            return _stale(result)
+        self.speculation.transcript = result.transcript
 
     # --- session -----------------------------------------------------------------------------
 
@@ -326,6 +438,7 @@ class RealtimeConnection:
                 if self.turns is None:
                     self._go("vad_off")
                     self._drop_speech_item()
+                    self._abandon_speculation(out)
                 elif previous is not None:
                     # the user is still speaking: the new settings apply to this turn's end
                     self.turns = attrs.evolve(previous, config=self.turns.config)
@@ -440,8 +553,14 @@ class RealtimeConnection:
             )
         self._create_response(params, out)
 
-    def _create_response(self, params: ev.ResponseParams, out: Output) -> None:
-        session = self.session
+    def _create_response(
+        self,
+        params: ev.ResponseParams,
+        out: Output,
+        speculation: Speculation | None = None,
+    ) -> None:
+        """A new response; ``speculation``: the one held for the turn this response answers
+        (any other held speculation is abandoned)."""
         context_ids: tuple[str, ...] | None = None
         extra_items: dict[str, Item] = {}
         if params.input is not None:
@@ -454,8 +573,33 @@ class RealtimeConnection:
                     extra_items[entry.id] = entry
                     refs.append(entry.id)
             context_ids = tuple(refs)
+        plan = self._plan(params)
+        self._abandon_speculation(out)
+        in_conversation = params.conversation == "auto"
+        run = ResponseRun(
+            ids.response_id(),
+            plan,
+            conversation=self.conversation if in_conversation else None,
+            conversation_id=self.conversation_id if in_conversation else None,
+            metadata=params.metadata,
+            context_ids=context_ids,
+            extra_items=extra_items,
+        )
+        self.responses[run.id] = run
+        self.last_response_id = run.id
+        if in_conversation:
+            self.default_response_id = run.id
+        if speculation is not None:
+            speculation.response_id = run.id
+            self.speculation = speculation
+        out.events += run.created()
+        self._start_ready_responses(out)
+
+    def _plan(self, params: ev.ResponseParams) -> ResponsePlan:
+        """What a response with ``params`` will run with (its context is set when it starts)."""
+        session = self.session
         mot = params.max_output_tokens
-        plan = ResponsePlan(
+        return ResponsePlan(
             instructions=session.instructions
             if params.instructions is None
             else params.instructions,
@@ -471,22 +615,6 @@ class RealtimeConnection:
             output_format=params.output_format or session.output_format,
             reasoning_effort=params.reasoning_effort,
         )
-        in_conversation = params.conversation == "auto"
-        run = ResponseRun(
-            ids.response_id(),
-            plan,
-            conversation=self.conversation if in_conversation else None,
-            conversation_id=self.conversation_id if in_conversation else None,
-            metadata=params.metadata,
-            context_ids=context_ids,
-            extra_items=extra_items,
-        )
-        self.responses[run.id] = run
-        self.last_response_id = run.id
-        if in_conversation:
-            self.default_response_id = run.id
-        out.events += run.created()
-        self._start_ready_responses(out)
 
     def _context(self, run: ResponseRun) -> tuple[Item, ...]:
         if run.context_ids is None:
@@ -504,7 +632,18 @@ class RealtimeConnection:
                 continue
             run.start()
             run.plan = attrs.evolve(run.plan, context=context)
-            out.effects.append(StartResponse(run.id, run.plan))
+            out.effects.append(StartResponse(run.id, run.plan, self._held_response(run, out)))
+
+    def _held_response(self, run: ResponseRun, out: Output) -> str | None:
+        """The speculation whose held response stands for ``run``, which starts now."""
+        speculation = self.speculation
+        if speculation is None or speculation.response_id != run.id:
+            return None
+        self.speculation = None
+        if speculation.response_stands(run.plan):
+            return speculation.id
+        out.effects.append(CancelSpeculation(speculation.id))
+        return None
 
     def _on_response_cancel(self, event: ev.ResponseCancel, out: Output) -> None:
         response_id = event.response_id or self.default_response_id
@@ -531,6 +670,8 @@ class RealtimeConnection:
 
     def _retire(self, run: ResponseRun, out: Output) -> None:
         del self.responses[run.id]
+        if self.speculation is not None and self.speculation.response_id == run.id:
+            self._abandon_speculation(out)  # the response ended before it started
         for item_id, audio in run.audio_items.items():
             self.audio_items.setdefault(item_id, audio)  # a truncate may have cut it already
         if self.default_response_id == run.id:
@@ -695,6 +836,8 @@ class RealtimeConnection:
         ins.ToolCallOut: _on_tool_call,
         ins.ResponseComplete: _on_response_complete,
         ins.ResponseFailed: _on_response_failed,
+        ins.TurnScored: _on_turn_scored,
+        ins.SpeculationTranscribed: _on_speculation_transcribed,
     }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from .items import Item
+from .items import Content, Item, MessageItem
 
 
 @attrs.frozen
@@ -41,6 +41,9 @@ class CommitInputAudio:
     end_ms: int
     language: str | None
     prompt: str | None
+    #: the speculation whose transcript stands for this segment (see ``speculation.py``):
+    #: use it instead of transcribing anew (if it has none after all, transcribe)
+    speculation_id: str | None = None
 
 
 @attrs.frozen
@@ -74,6 +77,9 @@ class ResponsePlan:
 class StartResponse:
     response_id: str
     plan: ResponsePlan
+    #: the speculation whose held output stands for this response: replay it and continue its
+    #: stream instead of starting the engines anew (if it failed or is gone, start anew)
+    speculation_id: str | None = None
 
 
 @attrs.frozen
@@ -84,6 +90,55 @@ class CancelResponse:
     reason: str
 
 
+@attrs.frozen
+class StartSpeculation:
+    """The user paused: transcribe ``[start_ms, end_ms)`` of the input timeline now and, when
+    ``plan`` is set, generate the response that :meth:`response_plan` describes, holding
+    every result until a :class:`CommitInputAudio` / :class:`StartResponse` names this
+    speculation. Nothing of it reaches the client before then."""
+
+    speculation_id: str
+    item_id: str  #: the id the segment will be committed as
+    start_ms: int
+    end_ms: int
+    language: str | None
+    prompt: str | None
+    logprobs: bool  #: ask the STT for per-token log probabilities
+    #: the response the turn would start, without the user's item (None: no response follows)
+    plan: ResponsePlan | None
+
+    def response_plan(self, transcript: str) -> ResponsePlan:
+        """The plan with the user's item added as it will be once transcribed."""
+        assert self.plan is not None
+        item = user_audio_item(self.item_id, transcript)
+        return attrs.evolve(self.plan, context=(*self.plan.context, item))
+
+
+@attrs.frozen
+class CancelSpeculation:
+    """Stop the speculation's work and drop everything it holds; none of it is ever sent."""
+
+    speculation_id: str
+
+
+@attrs.frozen
+class ScoreTurn:
+    """Ask the turn model whether the utterance in ``[start_ms, end_ms)`` of the input
+    timeline sounds complete; answer with ``inputs.TurnScored(item_id, pause_id, ...)``."""
+
+    item_id: str  #: the speech in progress
+    pause_id: int
+    start_ms: int
+    end_ms: int
+
+
+def user_audio_item(item_id: str, transcript: str | None) -> MessageItem:
+    """The user item that committed input audio becomes (its transcript once known)."""
+    return MessageItem(
+        id=item_id, role="user", content=(Content("input_audio", transcript=transcript),)
+    )
+
+
 Effect = (
     AppendInputAudio
     | ClearInputAudio
@@ -92,4 +147,7 @@ Effect = (
     | TranscribeItemAudio
     | StartResponse
     | CancelResponse
+    | StartSpeculation
+    | CancelSpeculation
+    | ScoreTurn
 )

@@ -80,6 +80,23 @@ class ResponseFailed:
     code: str = "engine_error"
 
 
+@attrs.frozen
+class TurnScored:
+    """The turn model's P(complete) for the pause ``pause_id`` of a ``ScoreTurn``."""
+
+    item_id: str
+    pause_id: int
+    probability: float
+
+
+@attrs.frozen
+class SpeculationTranscribed:
+    """The transcript a speculation made of its span (held: it sends nothing by itself)."""
+
+    speculation_id: str
+    transcript: str
+
+
 EngineResult = (
     VadFrame
     | TranscriptDelta
@@ -90,4 +107,6 @@ EngineResult = (
     | ToolCallOut
     | ResponseComplete
     | ResponseFailed
+    | TurnScored
+    | SpeculationTranscribed
 )

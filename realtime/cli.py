@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from engines.base import LLM, STT, TTS, EngineError
+from engines.base import LLM, STT, TTS, EngineError, TurnModel
 from protocol import ProtocolError, RealtimeConnection
 
 from .endpoint import AppSettings
@@ -90,6 +90,14 @@ def parser() -> argparse.ArgumentParser:
         "enables input transcription); false sends only the final transcript",
     )
     server.add_argument(
+        "--speculative",
+        type=boolean,
+        default=True,
+        help="start the transcription and the answer at the first pause of a user turn (200 ms "
+        "of silence) and hold them until the turn's end is confirmed; clients see the same "
+        "events either way, only sooner",
+    )
+    server.add_argument(
         "--api_key",
         default=os.environ.get("REALTIME_API_KEY"),
         help="require this API key (Bearer header or browser subprotocol); default: "
@@ -161,6 +169,10 @@ def parser() -> argparse.ArgumentParser:
     )
     engines.add_argument("--vad", choices=ENGINE_CHOICES["vad"], help="default: from --preset")
     engines.add_argument("--vad_model_path", help="Silero VAD ONNX file (default: packaged)")
+    engines.add_argument(
+        "--turn_model_path",
+        help="Smart Turn v3 ONNX file for semantic_vad (default: the one in the pipecat-ai wheel)",
+    )
     engines.add_argument(
         "--stt",
         choices=ENGINE_CHOICES["stt"],
@@ -327,7 +339,10 @@ def _timed(index: int, stage: str, name: str, load: Callable[[], T]) -> T:
     return engine
 
 
-def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
+def build_pipeline(
+    args: argparse.Namespace, index: int, turn_model: TurnModel | None = None
+) -> Pipeline:
+    """One engine chain; ``turn_model`` (for ``semantic_vad``) is shared by all of them."""
     from engines import embedded
 
     threads = args.threads or min(2, os.cpu_count() or 1)
@@ -342,7 +357,7 @@ def build_pipeline(args: argparse.Namespace, index: int) -> Pipeline:
     tts = _timed(index, "tts", args.tts, lambda: build_tts(args, threads))
     if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
         raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
-    return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts)
+    return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts, turn_model=turn_model)
 
 
 def _remote_setting(value: str | None, flag: str) -> str:
@@ -517,8 +532,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if transcription_sessions is None:
             per_pipeline = TRANSCRIPTION_SESSIONS_PER_PIPELINE[args.enable_live_transcription]
             transcription_sessions = per_pipeline * args.num_pipelines
+        from engines.smart_turn import load_turn_model
+
+        turn_model = load_turn_model(args.turn_model_path)
         pool = PipelinePool.build(
-            args.num_pipelines, lambda i: build_pipeline(args, i), transcription_sessions
+            args.num_pipelines,
+            lambda i: build_pipeline(args, i, turn_model),
+            transcription_sessions,
         )
     except (EngineError, ValueError) as exc:  # MissingDependency included
         print(f"error: {exc}", file=sys.stderr)
@@ -540,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             transcription_defaults=transcription_defaults(args),
             voice=args.voice,
             live_transcription=args.enable_live_transcription,
+            speculative=args.speculative,
             send_timeout_s=args.send_timeout_s,
             engine_timeout_s=args.engine_timeout_s,
         ),

@@ -1,8 +1,10 @@
 """One Realtime session: the protocol machine, its engine pipeline and its tasks, in one nursery.
 
 Tasks: the reader (client frames -> machine, and input audio -> 16 kHz timeline -> VAD frames
--> machine, cutting committed segments), the transcription task (final and live STT) and one
-task per response, each in its own cancel scope; the caller pumps the outbox to the client.
+-> machine, cutting committed segments), the transcription task (final and live STT), one task
+per response, each in its own cancel scope, at most one speculation task (the turn's work
+started at a pause, held until the machine confirms the turn: ``realtime/speculation.py``) and
+the turn model's scoring; the caller pumps the outbox to the client.
 Every machine call happens on the Trio thread, so its outputs are put in the outbox in the
 order the machine produced them, whichever task made the call.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -29,11 +32,14 @@ from protocol.effects import ResponsePlan
 from . import audio
 from .context import llm_request
 from .metrics import Metrics
-from .pool import Pipeline
+from .pool import EngineLimiter, Pipeline
+from .speculation import Speculation
 from .text import SpeechChunker, clean_for_speech, confirmed_growth
 from .threads import call_in_thread, stream_in_thread
 
 log = logging.getLogger("realtime.session")
+#: one debug line per speculation: used or wasted (scripts/bench_turns.py counts them)
+speculation_log = logging.getLogger("realtime.session.speculation")
 
 ENGINE_RATE = 16_000  #: the input timeline's rate, shared by VAD and STT
 MAX_BUFFERED_INPUT_S = 600  #: uncommitted input audio kept at most (oldest dropped first)
@@ -61,6 +67,9 @@ class SessionOptions:
     live_transcription: bool = True
     live_interval_ms: int = 500
     output_chunk_ms: int = 40
+    #: start a turn's transcription and response at its first pause, holding them until the
+    #: turn is confirmed; clients see the same events either way, only sooner
+    speculative: bool = True
     outbox_high_water: int = 512  #: events queued for the client before producers wait
     send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
     engine_timeout_s: float = 30.0
@@ -132,6 +141,18 @@ class _Partial:
 @attrs.frozen
 class _Final:
     item_id: str
+    samples: Any
+    language: str | None
+    prompt: str | None
+
+
+@attrs.frozen
+class _Held:
+    """A committed segment whose transcript a speculation makes (``samples``: the segment,
+    for its duration, and transcribed if the speculation ends without a transcript)."""
+
+    item_id: str
+    speculation: Speculation
     samples: Any
     language: str | None
     prompt: str | None
@@ -209,11 +230,14 @@ class SessionRunner:
             session_defaults=(
                 options.transcription_defaults if transcription else options.session_defaults
             ),
+            speculation=options.speculative,
+            turn_model=pipeline.turn_model is not None,
         )
         self.session_id = self.conn.session.wire["id"]
         self.outbox = outbox
         self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
+        self._speculations: dict[str, Speculation] = {}
         self._llm_lock, self._tts_lock = trio.Lock(), trio.Lock()
         # input audio state
         self.timeline = InputTimeline()
@@ -261,6 +285,8 @@ class SessionRunner:
             for scope, token in self._responses.values():
                 token.cancel()
                 scope.cancel()
+            for speculation in self._speculations.values():
+                speculation.cancel()
             log.info("session %s ended after %.1f s", self.session_id, time.monotonic() - started)
 
     async def _shutdown_watch(self) -> None:
@@ -305,9 +331,15 @@ class SessionRunner:
                     _Final(effect.item_id, samples, effect.language, effect.prompt)
                 )
             elif isinstance(effect, fx.StartResponse):
-                self._start_response(effect.response_id, effect.plan)
+                self._start_response(effect.response_id, effect.plan, effect.speculation_id)
             elif isinstance(effect, fx.CancelResponse):
                 self._cancel_response(effect.response_id, effect.reason)
+            elif isinstance(effect, fx.StartSpeculation):
+                self._start_speculation(effect)
+            elif isinstance(effect, fx.CancelSpeculation):
+                self._cancel_speculation(effect.speculation_id)
+            elif isinstance(effect, fx.ScoreTurn):
+                self._score_turn(effect)
         await self.outbox.wait_for_room()
 
     # --- input audio -------------------------------------------------------------------------
@@ -319,6 +351,18 @@ class SessionRunner:
             self._live = None
             samples = self.timeline.slice(effect.start_ms, effect.end_ms)
             self.timeline.drop_before(effect.end_ms)
+            speculation = self._speculations.get(effect.speculation_id or "")
+            if speculation is not None:
+                speculation.transcript_claimed = True
+                if speculation.request.plan is None:  # its transcript was all it was for
+                    del self._speculations[speculation.id]
+                    speculation_log.debug(
+                        "session %s: %s transcript used", self.session_id, speculation.id
+                    )
+                await self._stt_send.send(
+                    _Held(effect.item_id, speculation, samples, effect.language, effect.prompt)
+                )
+                return
             await self._stt_send.send(
                 _Final(effect.item_id, samples, effect.language, effect.prompt)
             )
@@ -365,8 +409,8 @@ class SessionRunner:
         self._vad_pending = pending[offset:].copy()
 
     def _maybe_request_partial(self) -> None:
-        if self._live is None or self._partial_queued:
-            return
+        if self._live is None or self._partial_queued or self._speculations:
+            return  # (a speculation is transcribing the turn already)
         if self.pipeline.stt_limiter.statistics().tasks_waiting:
             return  # the shared STT has finals waiting: partials yield to them
         interval = self.options.live_interval_ms * ENGINE_RATE // 1000
@@ -383,9 +427,12 @@ class SessionRunner:
 
     # --- transcription -----------------------------------------------------------------------
 
-    async def _transcribe(self, samples: np.ndarray, **options: Any) -> tuple[Transcript, float]:
+    async def _transcribe(
+        self, samples: np.ndarray, held: Speculation | None = None, **options: Any
+    ) -> tuple[Transcript, float]:
         """The STT on 16 kHz ``samples`` in a worker thread, within ``engine_timeout_s``
-        (waiting for the shared STT included), and the seconds the engine itself took."""
+        (waiting for the shared STT included), and the seconds the engine itself took.
+        ``held``: the speculation this is for (the call yields to live ones)."""
         stt, token = self.pipeline.stt, CancelToken()
 
         def call() -> tuple[Transcript, float]:
@@ -396,10 +443,14 @@ class SessionRunner:
         return await call_in_thread(
             call,
             token,
-            limiter=self.pipeline.stt_limiter,
+            limiter=self._limiter(self.pipeline.stt_limiter, held),
             timeout_s=self.options.engine_timeout_s,
             what="the STT",
         )
+
+    @staticmethod
+    def _limiter(engine: EngineLimiter, held: Speculation | None) -> Any:
+        return engine if held is None else held.limiter(engine)
 
     async def _transcription_task(self) -> None:
         async for request in self._stt_receive:
@@ -420,6 +471,16 @@ class SessionRunner:
                     await self._apply(self.conn.feed(ins.TranscriptDelta(request.item_id, growth)))
                 continue
             self._hypothesis.pop(request.item_id, None)
+            if isinstance(request, _Held):
+                speculation = request.speculation
+                await speculation.transcribed.wait()
+                if speculation.transcript is not None:
+                    self.metrics.stt_seconds.observe(speculation.stt_seconds)
+                    await self._transcript_done(
+                        request.item_id, speculation.transcript, len(request.samples)
+                    )
+                    continue
+                request = _Final(request.item_id, request.samples, request.language, request.prompt)
             try:
                 result, took = await self._transcribe(
                     request.samples,
@@ -433,28 +494,44 @@ class SessionRunner:
                 await self._apply(self.conn.feed(ins.TranscriptFailed(request.item_id, str(exc))))
                 continue
             self.metrics.stt_seconds.observe(took)
-            seconds = len(request.samples) / ENGINE_RATE
-            scores = (
-                None
-                if result.logprobs is None
-                else tuple(
-                    {"token": token, "logprob": logprob, "bytes": list(token.encode())}
-                    for token, logprob in result.logprobs
-                )
+            await self._transcript_done(request.item_id, result, len(request.samples))
+
+    async def _transcript_done(self, item_id: str, result: Transcript, samples: int) -> None:
+        """The final transcript of a committed segment of ``samples`` samples."""
+        scores = (
+            None
+            if result.logprobs is None
+            else tuple(
+                {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+                for token, logprob in result.logprobs
             )
-            await self._apply(
-                self.conn.feed(
-                    ins.TranscriptDone(request.item_id, result.text.strip(), seconds, scores)
-                )
+        )
+        await self._apply(
+            self.conn.feed(
+                ins.TranscriptDone(item_id, result.text.strip(), samples / ENGINE_RATE, scores)
             )
+        )
 
     # --- responses ---------------------------------------------------------------------------
 
-    def _start_response(self, response_id: str, plan: ResponsePlan) -> None:
+    def _start_response(
+        self, response_id: str, plan: ResponsePlan, speculation_id: str | None = None
+    ) -> None:
+        """Start the response's task; from the held work of ``speculation_id`` when that
+        is still usable (it failed or is gone: the engines start anew)."""
         assert self._nursery is not None
+        self.metrics.turns += 1
+        speculation = self._speculations.pop(speculation_id or "", None)
+        if speculation is not None and speculation.usable:
+            speculation_log.debug("session %s: %s used", self.session_id, speculation.id)
+            scope = trio.CancelScope()
+            self._responses[response_id] = (scope, speculation.token)
+            self._nursery.start_soon(self._held_response_task, response_id, speculation, scope)
+            return
+        if speculation is not None:
+            self._drop(speculation)
         scope, token = trio.CancelScope(), CancelToken()
         self._responses[response_id] = (scope, token)
-        self.metrics.turns += 1
         self._nursery.start_soon(self._response_task, response_id, plan, scope, token)
 
     def _cancel_response(self, response_id: str, reason: str) -> None:
@@ -475,7 +552,8 @@ class SessionRunner:
         try:
             with scope:
                 try:
-                    await self._generate(response_id, plan, token, started)
+                    emit = self._live_output(response_id, started)
+                    await self._generate(response_id, plan, token, emit)
                 except Exception as exc:
                     cause = _single_cause(exc)
                     if isinstance(cause, SlowClient):
@@ -495,9 +573,42 @@ class SessionRunner:
             " (cancelled)" if scope.cancelled_caught else "",
         )
 
+    def _live_output(
+        self, response_id: str, started: float
+    ) -> Callable[[ins.EngineResult], Awaitable[None]]:
+        """A response's ``emit``: its results go to the machine (and so to the client); the
+        first audio is timed from the response's start and from the end of the user's turn."""
+        turn_ended_at = self._turn_ended_at
+        self._turn_ended_at = None
+        first_audio = True
+
+        async def emit(result: ins.EngineResult) -> None:
+            nonlocal first_audio
+            if first_audio and isinstance(result, ins.AudioOut) and result.audio:
+                first_audio = False
+                now = time.monotonic()
+                self.metrics.time_to_first_audio.observe(now - started)
+                if turn_ended_at is not None:
+                    self.metrics.end_of_turn_to_first_audio.observe(now - turn_ended_at)
+            await self._apply(self.conn.feed(result))
+
+        return emit
+
     async def _generate(
-        self, response_id: str, plan: ResponsePlan, token: CancelToken, started: float
+        self,
+        response_id: str,
+        plan: ResponsePlan,
+        token: CancelToken,
+        emit: Callable[[ins.EngineResult], Awaitable[None]],
+        held: Speculation | None = None,
     ) -> None:
+        """LLM -> speech chunks -> TTS for ``plan``, each result handed to ``emit``.
+
+        ``held``: the speculation this runs for. While it is held, its engine calls yield to
+        live ones and only the first spoken piece is synthesised; the rest waits for its
+        release, so a speculation that is dropped has cost one piece of speech at most.
+        """
+        started = time.monotonic()
         llm, tts = self.pipeline.llm, self.pipeline.tts
         if llm is None or tts is None:
             raise RuntimeError("a transcription session's pipeline has no LLM or TTS")
@@ -506,9 +617,10 @@ class SessionRunner:
         speak = "audio" in plan.output_modalities
         pieces_send, pieces_receive = trio.open_memory_channel[Any](32)
         chunker = SpeechChunker()
-        first_audio = first_output = True
-        turn_ended_at = self._turn_ended_at
-        self._turn_ended_at = None
+        first_output = True
+        # The LLM waits while the first piece is synthesised: on two cores the two engines
+        # slow each other down, and the first audio is what the user waits for.
+        first_spoken = trio.Event()
 
         async def on_llm(event: Any) -> None:
             nonlocal usage, first_output
@@ -517,10 +629,13 @@ class SessionRunner:
                 self.metrics.llm_first_token_seconds.observe(time.monotonic() - started)
             if isinstance(event, TextDelta):
                 if not speak:
-                    await self._apply(self.conn.feed(ins.TextOut(response_id, event.text)))
+                    await emit(ins.TextOut(response_id, event.text))
                     return
-                for piece in chunker.push(event.text):
+                pieces = chunker.push(event.text)
+                for piece in pieces:
                     await pieces_send.send(piece)
+                if pieces:
+                    await first_spoken.wait()
             elif isinstance(event, ToolCall):
                 for piece in chunker.flush():
                     await pieces_send.send(piece)
@@ -535,8 +650,9 @@ class SessionRunner:
                         lambda: llm.stream(request, token),
                         on_llm,
                         token,
-                        limiter=self.pipeline.llm_limiter,
+                        limiter=self._limiter(self.pipeline.llm_limiter, held),
                         item_timeout_s=self.options.engine_timeout_s,
+                        buffer=1,  # so that the LLM stops at once while on_llm waits
                     )
                 for piece in chunker.flush():
                     await pieces_send.send(piece)
@@ -549,20 +665,14 @@ class SessionRunner:
             first_chunk = True
 
             async def on_audio(samples: Any) -> None:
-                nonlocal transcript, first_audio, first_chunk
+                nonlocal transcript, first_chunk
                 if first_chunk:
                     first_chunk = False
                     self.metrics.tts_first_chunk_seconds.observe(time.monotonic() - asked)
                 for chunk in audio.to_wire_chunks(
                     resample(samples), out_format, self.options.output_chunk_ms
                 ):
-                    if first_audio:
-                        first_audio = False
-                        now = time.monotonic()
-                        self.metrics.time_to_first_audio.observe(now - started)
-                        if turn_ended_at is not None:
-                            self.metrics.end_of_turn_to_first_audio.observe(now - turn_ended_at)
-                    await self._apply(self.conn.feed(ins.AudioOut(response_id, chunk, transcript)))
+                    await emit(ins.AudioOut(response_id, chunk, transcript))
                     transcript = ""
 
             async with self._tts_lock:
@@ -570,30 +680,179 @@ class SessionRunner:
                     lambda: tts.synthesize(text, voice=plan.voice, speed=plan.speed, cancel=token),
                     on_audio,
                     token,
-                    limiter=self.pipeline.tts_limiter,
+                    limiter=self._limiter(self.pipeline.tts_limiter, held),
                     item_timeout_s=self.options.engine_timeout_s,
                 )
             if transcript:  # nothing was voiced (punctuation only): keep the text in the transcript
-                await self._apply(self.conn.feed(ins.AudioOut(response_id, b"", transcript)))
+                await emit(ins.AudioOut(response_id, b"", transcript))
 
         async def consume() -> None:
+            spoken = 0
             async for piece in pieces_receive:
                 if isinstance(piece, ToolCall):
-                    await self._apply(
-                        self.conn.feed(
-                            ins.ToolCallOut(response_id, piece.call_id, piece.name, piece.arguments)
-                        )
+                    await emit(
+                        ins.ToolCallOut(response_id, piece.call_id, piece.name, piece.arguments)
                     )
-                elif speak and (spoken := clean_for_speech(piece)):
-                    await speak_piece(spoken)
+                elif speak and (text := clean_for_speech(piece)):
+                    if held is not None and spoken:
+                        await held.released.wait()
+                    await speak_piece(text)
+                    spoken += 1
+                if not isinstance(piece, ToolCall):
+                    first_spoken.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
             nursery.start_soon(consume)
-        await self._apply(
-            self.conn.feed(
-                ins.ResponseComplete(
-                    response_id, usage.input_tokens, usage.output_tokens, usage.truncated
-                )
+        await emit(
+            ins.ResponseComplete(
+                response_id, usage.input_tokens, usage.output_tokens, usage.truncated
             )
         )
+
+    # --- speculation -------------------------------------------------------------------------
+
+    def _start_speculation(self, request: fx.StartSpeculation) -> None:
+        assert self._nursery is not None
+        speculation = Speculation(request, self.timeline.slice(request.start_ms, request.end_ms))
+        self._speculations[request.speculation_id] = speculation
+        self._nursery.start_soon(self._speculation_task, speculation)
+
+    def _cancel_speculation(self, speculation_id: str) -> None:
+        speculation = self._speculations.pop(speculation_id, None)
+        if speculation is not None:
+            self._drop(speculation)
+
+    def _drop(self, speculation: Speculation) -> None:
+        """The machine wants nothing more of ``speculation`` than, perhaps, its transcript."""
+        if speculation.transcript_claimed:
+            speculation_log.debug("session %s: %s transcript used", self.session_id, speculation.id)
+            if not speculation.transcribed.is_set():
+                speculation.response_wanted = False  # a commit still waits for the transcript
+                return
+        else:
+            speculation_log.debug("session %s: %s wasted", self.session_id, speculation.id)
+        speculation.cancel()
+
+    async def _speculation_task(self, speculation: Speculation) -> None:
+        """Transcribe the span, tell the machine, then generate the response into the hold."""
+        request = speculation.request
+        failure: BaseException | None = None
+        try:
+            with speculation.scope:
+                try:
+                    result, took = await self._transcribe(
+                        speculation.samples,
+                        speculation,
+                        language=request.language,
+                        prompt=request.prompt,
+                        logprobs=request.logprobs,
+                    )
+                except Exception:
+                    log.warning("session %s: speculative transcription failed", self.session_id)
+                    return  # the commit transcribes its segment itself
+                speculation.transcript, speculation.stt_seconds = result, took
+                transcript = result.text.strip()
+                await self._apply(
+                    self.conn.feed(ins.SpeculationTranscribed(request.speculation_id, transcript))
+                )
+                speculation.transcribed.set()
+                if not speculation.response_wanted:
+                    return
+                try:
+                    await self._generate(
+                        request.speculation_id,
+                        request.response_plan(transcript),
+                        speculation.token,
+                        speculation.hold,
+                        speculation,
+                    )
+                except Exception as exc:
+                    failure = _single_cause(exc)
+                    if isinstance(failure, SlowClient):
+                        raise failure from None
+                    if speculation.held:
+                        log.warning(
+                            "session %s: speculative response failed (%s); it starts anew",
+                            self.session_id,
+                            failure,
+                        )
+        finally:
+            speculation.transcribed.set()
+            complete = any(isinstance(r, ins.ResponseComplete) for r in speculation.results)
+            if failure is None and speculation.response_wanted and not complete:
+                failure = RuntimeError("the speculative response stopped before it completed")
+            speculation.finish(failure)
+
+    async def _held_response_task(
+        self, response_id: str, speculation: Speculation, scope: trio.CancelScope
+    ) -> None:
+        """A response from a speculation: replay what it holds, then follow it to its end."""
+        started = time.monotonic()
+        try:
+            with scope:
+                speculation.release()
+                emit = self._live_output(response_id, started)
+                sent = 0
+                while True:
+                    while sent < len(speculation.results):
+                        result = speculation.results[sent]
+                        sent += 1
+                        await emit(attrs.evolve(result, response_id=response_id))
+                    if speculation.finished:
+                        break
+                    await speculation.changed()
+                if speculation.failure is not None:
+                    failure = speculation.failure
+                    self.metrics.engine_errors += 1
+                    log.error(
+                        "session %s: response %s failed: %r", self.session_id, response_id, failure
+                    )
+                    message = str(failure) or type(failure).__name__
+                    await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
+        finally:
+            speculation.cancel()
+            self._responses.pop(response_id, None)
+        log.info(
+            "session %s: response %s ended after %.2f s%s (started at a pause)",
+            self.session_id,
+            response_id,
+            time.monotonic() - started,
+            " (cancelled)" if scope.cancelled_caught else "",
+        )
+
+    # --- turn model --------------------------------------------------------------------------
+
+    def _score_turn(self, effect: fx.ScoreTurn) -> None:
+        model = self.pipeline.turn_model
+        assert self._nursery is not None and model is not None
+        samples = self.timeline.slice(effect.start_ms, effect.end_ms)
+        self._nursery.start_soon(self._score_task, effect.item_id, effect.pause_id, samples)
+
+    async def _score_task(self, item_id: str, pause_id: int, samples: np.ndarray) -> None:
+        """The turn model's P(complete) in a worker thread, back to the machine; if it fails,
+        the turn ends on the eagerness' longest wait instead.
+
+        A speculation on the same speech transcribes it first: its answer can't be out before
+        its transcript, LLM and TTS are, so a decision that comes after its transcript costs
+        no time, while the two sharing the CPU would slow the transcript down. A pause then
+        has to outlast the transcription (about 450 ms on two cores with Whisper tiny.en) to
+        end the turn: speech resuming before makes the score stale."""
+        model, token = self.pipeline.turn_model, CancelToken()
+        assert model is not None
+        for speculation in list(self._speculations.values()):
+            if speculation.request.item_id == item_id:
+                await speculation.transcribed.wait()
+        try:
+            probability = await call_in_thread(
+                lambda: model.probability(samples),
+                token,
+                limiter=self.pipeline.turn_limiter,
+                timeout_s=self.options.engine_timeout_s,
+                what="the turn model",
+            )
+        except Exception:
+            self.metrics.engine_errors += 1
+            log.exception("session %s: the turn model failed", self.session_id)
+            return
+        await self._apply(self.conn.feed(ins.TurnScored(item_id, pause_id, probability)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import typing
 from typing import Any
 
 import pytest
@@ -253,3 +254,9 @@ def test_tool_parameters_may_nest_a_reasonable_depth() -> None:
         d, tools=[{"type": "function", "name": "f", "parameters": parameters}]
     )
     assert updated["session"]["tools"][0]["parameters"] == parameters
+
+
+def test_every_engine_result_has_a_handler() -> None:
+    results = set(typing.get_args(ins.EngineResult))
+    assert ins.TurnScored in results and ins.SpeculationTranscribed in results
+    assert set(RealtimeConnection._RESULT_HANDLERS) == results

@@ -1,4 +1,5 @@
-"""protocol/turns.py: server-VAD turn logic, alone and on the machine's input timeline."""
+"""protocol/turns.py: turn logic (server_vad, pauses, semantic_vad), alone and on the machine's
+input timeline."""
 
 from __future__ import annotations
 
@@ -6,9 +7,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.effects import AppendInputAudio, CommitInputAudio, TranscribeLive
+from protocol.effects import AppendInputAudio, CommitInputAudio, ScoreTurn, TranscribeLive
+from protocol.inputs import TurnScored
 from protocol.session import SERVER_VAD_DEFAULTS, TurnDetection
-from protocol.turns import HYSTERESIS, MIN_SPEECH_MS, SpeechStart, SpeechStop, TurnDetector
+from protocol.turns import (
+    COMPLETE_THRESHOLD,
+    HYSTERESIS,
+    MIN_SPEECH_MS,
+    PAUSE_MS,
+    SEMANTIC_MAX_WAIT_MS,
+    SpeechPause,
+    SpeechResume,
+    SpeechStart,
+    SpeechStop,
+    TurnDetector,
+    VoiceState,
+)
 from tests.protocol.steps import audio_input, effects_of, session_update, vad
 from tests.support import Driver, pcm_ms, types
 
@@ -80,21 +94,6 @@ def test_reset_forgets_a_speech_in_progress() -> None:
     run(td, 0, [0.9] * 3)
     td.reset()
     assert run(td, 96, [0.0] * 20) == []
-
-
-@pytest.mark.parametrize(
-    ("eagerness", "silence_ms"), [("low", 1200), ("medium", 600), ("auto", 600), ("high", 300)]
-)
-def test_semantic_vad_eagerness_sets_the_end_of_turn_wait(eagerness: str, silence_ms: int) -> None:
-    td = TurnDetection.from_wire(
-        {
-            "type": "semantic_vad",
-            "eagerness": eagerness,
-            "create_response": True,
-            "interrupt_response": True,
-        }
-    )
-    assert td.silence_duration_ms == silence_ms
 
 
 # --- on the machine's input timeline ---------------------------------------------------------
@@ -194,3 +193,193 @@ def test_frames_after_a_commit_start_a_new_turn() -> None:
     (started,) = vad(d, 320, 0.9)
     assert started["item_id"] != first
     assert started["audio_start_ms"] == 320
+
+
+# --- pauses and semantic_vad -----------------------------------------------------------------
+
+
+def semantic(eagerness: str = "auto", turn_model: bool = True) -> TurnDetector:
+    config = TurnDetection.from_wire(
+        {
+            "type": "semantic_vad",
+            "eagerness": eagerness,
+            "create_response": True,
+            "interrupt_response": True,
+        }
+    )
+    return TurnDetector(config, turn_model=turn_model)
+
+
+PAUSE_FRAMES = -(-PAUSE_MS // FRAME)
+
+
+def test_a_pause_is_signalled_when_the_turn_ends_later() -> None:
+    td = detector(silence_duration_ms=500)
+    signals = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)
+    pause_end = (5 + PAUSE_FRAMES) * FRAME
+    assert signals == [(64, SpeechStart(0)), (pause_end, SpeechPause(pause_end, pause_id=1))]
+    assert td.state is VoiceState.PAUSE
+
+
+def test_no_pause_when_the_turn_ends_at_the_pause_or_sooner() -> None:
+    td = detector(silence_duration_ms=PAUSE_MS)
+    kinds = [type(s) for _, s in run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)]
+    assert kinds == [SpeechStart, SpeechStop]
+
+
+def test_server_vad_ends_the_turn_after_its_window_whatever_paused() -> None:
+    td = detector(silence_duration_ms=500)
+    signals = run(td, 0, [0.9] * 5 + [0.0] * 16)
+    assert [type(s) for _, s in signals] == [SpeechStart, SpeechPause, SpeechStop]
+    assert signals[-1] == (5 * FRAME + 16 * FRAME, SpeechStop(672))
+
+
+def test_speech_lasting_min_speech_ms_resumes_a_paused_turn() -> None:
+    td = detector(silence_duration_ms=500)
+    run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)
+    signals = run(td, 384, [0.9] * (MIN_SPEECH_MS // FRAME))
+    assert [s for _, s in signals] == [SpeechResume()]
+    assert td.state is VoiceState.SPEECH
+    # a second pause of the turn is a new one
+    signals = run(td, 448, [0.0] * PAUSE_FRAMES)
+    assert [s.pause_id for _, s in signals if isinstance(s, SpeechPause)] == [2]
+
+
+def test_a_click_in_a_pause_restarts_the_silence_and_marks_the_stop() -> None:
+    td = detector(silence_duration_ms=500)
+    run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)
+    assert run(td, 384, [0.9]) == []  # shorter than MIN_SPEECH_MS: still a pause
+    assert td.state is VoiceState.PAUSE
+    signals = run(td, 416, [0.0] * 16)
+    assert signals == [(416 + 16 * FRAME, SpeechStop(928, speech_after_pause=True))]
+
+
+def test_an_in_between_frame_in_a_pause_restarts_the_wait_without_resuming() -> None:
+    td = detector(silence_duration_ms=500)
+    run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)
+    assert run(td, 384, [0.5 - HYSTERESIS / 2]) == []
+    assert (td.state, td.silence_ms) == (VoiceState.PAUSE, 0)
+    (stop,) = [s for _, s in run(td, 416, [0.0] * 16)]
+    assert stop == SpeechStop(928, speech_after_pause=False)
+
+
+def test_semantic_vad_complete_score_ends_the_turn_at_once() -> None:
+    td = semantic()
+    (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+    assert isinstance(pause, SpeechPause)
+    run(td, 384, [0.0] * 2)  # the model answers two frames later
+    assert td.scored(pause.pause_id, COMPLETE_THRESHOLD) == SpeechStop(448)
+    assert td.state is VoiceState.SILENCE
+
+
+@pytest.mark.parametrize("eagerness", ["low", "medium", "auto", "high"])
+def test_semantic_vad_incomplete_score_waits_up_to_the_eagerness_maximum(eagerness: str) -> None:
+    td = semantic(eagerness)
+    (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+    assert td.scored(pause.pause_id, COMPLETE_THRESHOLD - 0.01) is None
+    wait = SEMANTIC_MAX_WAIT_MS[eagerness]
+    frames = -(-wait // FRAME)
+    signals = run(td, 384, [0.0] * (frames - PAUSE_FRAMES))
+    assert [type(s) for _, s in signals] == [SpeechStop]
+    assert signals[0][0] == 160 + frames * FRAME
+
+
+def test_eagerness_orders_the_maximum_waits() -> None:
+    waits = SEMANTIC_MAX_WAIT_MS
+    assert waits["low"] > waits["medium"] == waits["auto"] > waits["high"] > PAUSE_MS
+
+
+def test_speech_resuming_makes_the_pause_score_stale_and_restarts_the_wait() -> None:
+    td = semantic("high")
+    (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+    run(td, 384, [0.9] * 2)
+    assert td.scored(pause.pause_id, 0.99) is None  # for a pause that is over
+    # the wait starts again from this silence
+    frames = -(-SEMANTIC_MAX_WAIT_MS["high"] // FRAME)
+    signals = run(td, 448, [0.0] * frames)
+    assert [type(s) for _, s in signals] == [SpeechPause, SpeechStop]
+    assert signals[-1][0] == 448 + frames * FRAME
+
+
+def test_a_late_score_after_the_turn_ended_is_ignored() -> None:
+    td = semantic("high")
+    (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+    run(td, 384, [0.0] * 40)
+    assert td.state is VoiceState.SILENCE
+    assert td.scored(pause.pause_id, 0.99) is None
+
+
+def test_scores_mean_nothing_to_server_vad_or_without_a_turn_model() -> None:
+    for td in (detector(silence_duration_ms=500), semantic(turn_model=False)):
+        (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+        assert isinstance(pause, SpeechPause)
+        assert td.scored(pause.pause_id, 0.99) is None
+
+
+@pytest.mark.parametrize(
+    ("eagerness", "silence_ms"), [("low", 1200), ("medium", 600), ("auto", 600), ("high", 300)]
+)
+def test_semantic_vad_without_a_turn_model_ends_turns_on_fixed_windows(
+    eagerness: str, silence_ms: int
+) -> None:
+    td = semantic(eagerness, turn_model=False)
+    frames = -(-silence_ms // FRAME)
+    signals = run(td, 0, [0.9] * 5 + [0.0] * frames)
+    assert signals[-1] == (5 * FRAME + frames * FRAME, SpeechStop(160 + frames * FRAME))
+
+
+def semantic_driver(turn_model: bool = True, eagerness: str = "auto") -> Driver:
+    d = Driver(turn_model=turn_model)
+    session_update(
+        d, audio=audio_input(turn_detection={"type": "semantic_vad", "eagerness": eagerness})
+    )
+    return d
+
+
+def test_semantic_vad_pause_asks_the_turn_model_about_the_turn_so_far() -> None:
+    d = semantic_driver()
+    vad(d, 640, 0.0)
+    vad(d, 320, 0.9)
+    assert vad(d, PAUSE_FRAMES * FRAME, 0.0) == []
+    (score,) = effects_of(d, ScoreTurn)
+    (started,) = [e for e in d.log if e["type"] == "input_audio_buffer.speech_started"]
+    assert score.item_id == started["item_id"]
+    assert (score.start_ms, score.end_ms) == (640 - 300, 960 + PAUSE_FRAMES * FRAME)
+    assert effects_of(semantic_driver(turn_model=False), ScoreTurn) == []
+
+
+def test_semantic_vad_complete_turn_is_committed_and_answered_at_once() -> None:
+    d = semantic_driver()
+    (started,) = vad(d, 320, 0.9)
+    vad(d, PAUSE_FRAMES * FRAME, 0.0)
+    (score,) = effects_of(d, ScoreTurn)
+    vad(d, 64, 0.0)
+    events = d.feed(TurnScored(score.item_id, score.pause_id, 0.9))
+    assert types(events) == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+    ]
+    assert events[0]["audio_end_ms"] == 320 + PAUSE_FRAMES * FRAME + 64
+    assert events[0]["item_id"] == started["item_id"]
+    (commit,) = effects_of(d, CommitInputAudio)
+    assert commit.end_ms == events[0]["audio_end_ms"]
+
+
+def test_semantic_vad_incomplete_or_stale_scores_send_nothing() -> None:
+    d = semantic_driver(eagerness="high")
+    vad(d, 320, 0.9)
+    vad(d, PAUSE_FRAMES * FRAME, 0.0)
+    (score,) = effects_of(d, ScoreTurn)
+    assert d.feed(TurnScored(score.item_id, score.pause_id, 0.2)) == []
+    assert d.feed(TurnScored(score.item_id, score.pause_id + 7, 0.99)) == []
+    assert d.feed(TurnScored("item_other", score.pause_id, 0.99)) == []
+    vad(d, 64, 0.9)  # speech resumes
+    assert d.feed(TurnScored(score.item_id, score.pause_id, 0.99)) == []
+    assert d.conn.input_state.value == "speech"
+    # the incomplete turn ends after the high-eagerness maximum wait of silence
+    frames = -(-SEMANTIC_MAX_WAIT_MS["high"] // FRAME)
+    events = vad(d, frames * FRAME, 0.0)
+    assert "input_audio_buffer.speech_stopped" in types(events)

@@ -1,0 +1,88 @@
+"""Speculative start of a user turn's work, and the rules for when what it produced stands.
+
+At the first pause of a user turn (:class:`~protocol.turns.SpeechPause`) the machine asks the
+I/O shell to transcribe the turn so far and, when the turn will start a response, to generate
+that response, holding all of it (:class:`~protocol.effects.StartSpeculation`). The client sees
+none of it until the turn is confirmed by the session's own rule; then the machine proceeds
+exactly as without speculation (the same events in the same order) and only tells the shell
+where held work may stand in for new engine calls.
+
+- A speculation starts only with turn detection on and the session's switch on, when no
+  response exists (none while a response is in progress: the turn's response could not start
+  before that one ends, and barge-in decides that one's fate first), and when none is held:
+  at most one speculation at a time, so at most one per pause of a turn.
+- It is abandoned (:class:`~protocol.effects.CancelSpeculation`, nothing was sent) when speech
+  resumes, on ``input_audio_buffer.clear`` and ``input_audio_buffer.commit``, when turn
+  detection is switched off, when any other response is created, and when the turn's response
+  ends before it started.
+- The held transcript stands for the committed segment when no frame after the pause scored
+  as speech (the segment then differs from the speculated one by trailing silence only) and
+  the transcription settings are those it used; otherwise the confirmed segment is transcribed
+  anew.
+- The held response stands when the response that the turn starts has exactly the plan the
+  speculation used (instructions, tools, voice, output settings and the conversation before
+  the user's item) and the user's final transcript has the same words as the held one
+  (:func:`same_words`: case, punctuation and whitespace aside). Otherwise it is cancelled and
+  the response starts anew from the final transcript.
+- Function calls a speculation generates are held like everything else: released only with
+  the confirmed response, so no tool runs on a speculation.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from .effects import ResponsePlan, StartSpeculation
+from .items import MessageItem
+
+_NOT_WORD = re.compile(r"[^\w\s]+")
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two transcripts say the same words: case, punctuation and whitespace aside."""
+    return _NOT_WORD.sub("", a.lower()).split() == _NOT_WORD.sub("", b.lower()).split()
+
+
+@attrs.define
+class Speculation:
+    """The machine's record of the speculation it asked for."""
+
+    request: StartSpeculation
+    #: the transcript the shell made of the span (``inputs.SpeculationTranscribed``)
+    transcript: str | None = None
+    #: the response that the turn's end created, which the held response may stand for
+    response_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.speculation_id
+
+    def transcript_stands(
+        self,
+        *,
+        speech_after_pause: bool,
+        language: str | None,
+        prompt: str | None,
+        logprobs: bool,
+    ) -> bool:
+        """Whether the held transcript stands for the committed segment."""
+        request = self.request
+        return not speech_after_pause and (request.language, request.prompt, request.logprobs) == (
+            language,
+            prompt,
+            logprobs,
+        )
+
+    def response_stands(self, plan: ResponsePlan) -> bool:
+        """Whether the held response stands for a response with ``plan`` (its context final)."""
+        if self.request.plan is None or self.transcript is None or not plan.context:
+            return False
+        *before, last = plan.context
+        return (
+            isinstance(last, MessageItem)
+            and last.id == self.request.item_id
+            and same_words(last.text, self.transcript)
+            and attrs.evolve(plan, context=tuple(before)) == self.request.plan
+        )

@@ -1,0 +1,268 @@
+"""How soon the answer starts after the user stops speaking, and how often a pause cuts them off.
+
+Starts the real server in this process on the embedded offline engines, as ``python -m realtime``
+builds them with its default flags (Silero VAD, Whisper tiny.en, SmolLM2-135M, Piper), with the
+Smart Turn v3.2 turn model; synthesises spoken questions with Piper and streams them over the
+WebSocket in real time (20 ms appends of 24 kHz PCM16, silence after, as an open microphone
+does). For each setting a fresh server and session:
+
+- server_vad with ``silence_duration_ms`` 500, without and with speculation, and semantic_vad
+  with eagerness ``auto`` (speculation on): over ``--turns`` questions, the time from the end
+  of the user's speech (the moment the question's last sound would have been spoken: audio
+  position x of a stream that started at t0 goes out at t0 + x) to the client's receipt of the
+  first ``response.output_audio.delta``;
+- the speculations the server started, by what became of them: used for the answer, used for
+  the transcript only, or wasted (speech resumed, or the answer had to start anew);
+- false cut-offs, for server_vad 500 ms and semantic_vad auto (responses off: only the turn
+  decision counts): sentences spoken in two parts with a pause of 300 to 600 ms between them
+  (spread evenly), each part synthesised alone; a sentence whose turn ended more than once was
+  cut off.
+
+Piper samples noise (VITS), so each run hears slightly different audio. Figures are printed,
+never asserted.
+
+Usage: ``python scripts/bench_turns.py [--turns 10] [--verbose]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+import trio_websocket
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_pipeline import QUESTIONS, Talker, quantiles
+
+from engines.base import CancelToken
+from engines.smart_turn import SmartTurn
+from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions, serve
+from realtime.audio import StreamingResampler, encode
+from realtime.cli import build_pipeline, parse_args
+
+#: sentences with a pause where a speaker may stop to think
+SPLIT_SENTENCES = [
+    ("I want to book a flight to", "Paris."),
+    ("What is the weather like in", "London today?"),
+    ("I was thinking that maybe we could", "go to the cinema."),
+    ("So I went to the store and", "bought some apples."),
+    ("Could you help me find a", "good restaurant nearby?"),
+    ("I need to buy some bread and", "a bottle of milk."),
+    ("Can you tell me about the", "history of Rome?"),
+    ("Please remind me tomorrow to", "call my mother."),
+    ("I would like to order a", "large pizza."),
+    ("How far is it from London to", "Edinburgh?"),
+    ("Let me think about whether I should", "take the train."),
+    ("My favourite colour is", "green."),
+]
+BYTES_PER_S = 48_000  # 24 kHz PCM16
+SERVER_VAD_500 = {"type": "server_vad", "silence_duration_ms": 500}
+SEMANTIC_AUTO = {"type": "semantic_vad", "eagerness": "auto"}
+#: silence streamed after a split sentence: longer than the setting's longest wait
+TAIL_MS = {"server_vad": 1000, "semantic_vad": 2600}
+
+
+def spoken(pipeline: Pipeline, text: str) -> bytes:
+    """Piper saying ``text`` as 24 kHz PCM16, without its leading and trailing silence."""
+    tts = pipeline.tts
+    assert tts is not None
+    audio = np.concatenate(list(tts.synthesize(text, voice=None, speed=1.0, cancel=CancelToken())))
+    audio = StreamingResampler(tts.sample_rate, 24_000)(audio)
+    frames = audio[: len(audio) // 240 * 240].reshape(-1, 240)  # 10 ms
+    loud = np.nonzero(np.sqrt((frames**2).mean(axis=1)) > 0.005)[0]
+    return encode(audio[loud[0] * 240 : (loud[-1] + 1) * 240], "audio/pcm")
+
+
+def silence(ms: int) -> bytes:
+    return b"\x00" * (BYTES_PER_S * ms // 1000)
+
+
+class Outcomes(logging.Handler):
+    """Counts the server's speculation log lines by outcome."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "session <id>: <speculation id> <outcome>"
+        self.counts[record.getMessage().split(": ", 1)[1].split(" ", 1)[1]] += 1
+
+    def take(self) -> collections.Counter[str]:
+        counts, self.counts = self.counts, collections.Counter()
+        return counts
+
+
+@asynccontextmanager
+async def talking(pool: PipelinePool, speculative: bool) -> AsyncIterator[Talker]:
+    """A fresh server and a connected client whose reader runs."""
+    settings = AppSettings(session=SessionOptions(speculative=speculative))
+    async with trio.open_nursery() as nursery:
+        shutdown = trio.Event()
+        addresses = await nursery.start(
+            lambda task_status: serve(
+                pool, settings, host="127.0.0.1", port=0, shutdown=shutdown, task_status=task_status
+            )
+        )
+        port = int(addresses[0].rsplit(":", 1)[1])
+        url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
+        async with trio_websocket.open_websocket_url(url) as ws:
+            talker = Talker(ws)
+            nursery.start_soon(talker.read)
+            yield talker
+        shutdown.set()
+
+
+async def configure(talker: Talker, turn_detection: dict[str, Any]) -> None:
+    update = {
+        "type": "session.update",
+        "session": {"type": "realtime", "audio": {"input": {"turn_detection": turn_detection}}},
+    }
+    await talker.ws.send_message(json.dumps(update))
+    await talker.stream(silence(500))  # a moment of room tone
+
+
+async def answer_latencies(
+    pool: PipelinePool,
+    speculative: bool,
+    turn_detection: dict[str, Any],
+    questions: list[bytes],
+    turns: int,
+    verbose: bool,
+) -> list[float]:
+    """End of speech -> first audio delta received, per question."""
+    latencies = []
+    async with talking(pool, speculative) as talker:
+        await configure(talker, turn_detection)
+        for turn in range(turns):
+            question = questions[turn % len(questions)]
+            started = await talker.stream(question)
+            end_of_speech = started + len(question) / BYTES_PER_S
+            await talker.silence_until("response.done", started)
+            audio = talker.first("response.output_audio.delta", started)
+            if audio is None:
+                print(f"turn {turn + 1}: no audio in the answer; not counted")
+                continue
+            latencies.append(audio[0] - end_of_speech)
+            if verbose:
+                print(f"  turn {turn + 1}: {latencies[-1] * 1000:.0f} ms")
+            await talker.stream(silence(300))
+    return latencies
+
+
+async def cut_offs(
+    pool: PipelinePool, turn_detection: dict[str, Any], sentences: list[tuple[bytes, int, bytes]]
+) -> tuple[int, int]:
+    """(sentences whose turn ended more than once, sentences whose turn never ended)."""
+    cut = unended = 0
+    tail = silence(TAIL_MS[turn_detection["type"]])
+    async with talking(pool, speculative=True) as talker:
+        await configure(talker, {**turn_detection, "create_response": False})
+        for first, pause_ms, second in sentences:
+            started = await talker.stream(first + silence(pause_ms) + second + tail)
+            await talker.stream(silence(300))  # the last decision's events arrive
+            ends = [
+                e
+                for at, e in talker.events
+                if at >= started and e["type"] == "input_audio_buffer.speech_stopped"
+            ]
+            cut += len(ends) > 1
+            unended += not ends
+    return cut, unended
+
+
+def speculation_line(counts: collections.Counter[str]) -> str:
+    started = sum(counts.values())
+    if not started:
+        return "none started"
+    wasted = counts["wasted"]
+    return (
+        f"{started:3d} started: {counts['used']} used for the answer, "
+        f"{counts['transcript used']} for the transcript only, {wasted} wasted "
+        f"({100 * wasted / started:.0f}%)"
+    )
+
+
+async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
+    pool = PipelinePool([pipeline])
+    outcomes = Outcomes()
+    speculation_log = logging.getLogger("realtime.session.speculation")
+    speculation_log.setLevel(logging.DEBUG)
+    speculation_log.addHandler(outcomes)
+    speculation_log.propagate = False  # counted, not printed
+    questions = [spoken(pipeline, q) for q in QUESTIONS]
+    count = len(SPLIT_SENTENCES)
+    sentences = [
+        (spoken(pipeline, first), 300 + round(300 * i / (count - 1)), spoken(pipeline, second))
+        for i, (first, second) in enumerate(SPLIT_SENTENCES)
+    ]
+    # one answered question first, not counted: the engines' first calls are slower
+    await answer_latencies(pool, True, SERVER_VAD_500, questions, 1, False)
+    outcomes.take()
+    settings = [
+        ("server_vad 500 ms, no speculation", False, SERVER_VAD_500),
+        ("server_vad 500 ms, speculation", True, SERVER_VAD_500),
+        ("semantic_vad auto, speculation", True, SEMANTIC_AUTO),
+    ]
+    latencies, speculations = {}, {}
+    for label, speculative, turn_detection in settings:
+        if args.verbose:
+            print(label)
+        latencies[label] = await answer_latencies(
+            pool, speculative, turn_detection, questions, args.turns, args.verbose
+        )
+        speculations[label] = outcomes.take()
+    cut = {}
+    for label, turn_detection in (
+        ("server_vad 500 ms", SERVER_VAD_500),
+        ("semantic_vad auto", SEMANTIC_AUTO),
+    ):
+        cut[label] = await cut_offs(pool, turn_detection, sentences)
+        speculations[f"{label}, split sentences"] = outcomes.take()
+
+    print(
+        f"bench_turns: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.machine()}; embedded engines and Smart Turn v3.2; {args.turns} questions "
+        f"per setting, {count} split sentences"
+    )
+    print("end of speech -> first audio delta (client)")
+    for label, values in latencies.items():
+        print(f"  {label:36s}", quantiles(values))
+    print("speculations")
+    for label, counts in speculations.items():
+        if counts or "no speculation" not in label:
+            print(f"  {label:36s}", speculation_line(counts))
+    print("false cut-offs: sentences paused for 300-600 ms mid-phrase")
+    for label, (cuts, unended) in cut.items():
+        extra = f", {unended} never ended" if unended else ""
+        print(f"  {label:36s} {cuts}/{count} cut off ({100 * cuts / count:.0f}%){extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=10, help="questions per setting")
+    parser.add_argument("--verbose", action="store_true", help="print each turn's latency")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    # the engines exactly as `python -m realtime --preset embedded` builds them
+    pipeline = build_pipeline(parse_args(["--preset", "embedded"]), 0)
+    if pipeline.turn_model is None:
+        pipeline.turn_model = SmartTurn()
+    trio.run(run, args, pipeline)
+
+
+if __name__ == "__main__":
+    main()
