@@ -22,12 +22,15 @@ from . import inputs as ins
 from .codec import decode_base64_audio, parse_client_event
 from .conversation import Conversation, item_already_exists
 from .effects import (
+    AcceptMediaAudio,
     AppendInputAudio,
     CancelResponse,
     CancelSpeculation,
     ClearInputAudio,
+    ClearPlayout,
     CommitInputAudio,
     Effect,
+    PlayAudio,
     ResponsePlan,
     ScoreTurn,
     StartResponse,
@@ -38,6 +41,7 @@ from .effects import (
 )
 from .errors import IllegalTransition, ProtocolError
 from .items import Content, Item, MessageItem
+from .playout import Playout
 from .responses import Phase, ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
 from .speculation import Speculation
@@ -107,6 +111,7 @@ class RealtimeConnection:
         now: Callable[[], float] = time.time,
         speculation: bool = True,
         turn_model: bool = False,
+        transport: str = "websocket",
     ) -> None:
         """``session_type``: ``"realtime"`` (a voice conversation) or ``"transcription"``
         (speech to text only). ``session_defaults``: a partial session object (as in
@@ -114,7 +119,11 @@ class RealtimeConnection:
         ``speculation``: start a turn's work at its first pause (``speculation.py``); what
         clients see is the same either way, apart from timing. ``turn_model``: the shell
         answers ``ScoreTurn`` (``semantic_vad`` then ends turns on the model's decision;
-        without one it uses fixed silence windows, see ``turns.py``)."""
+        without one it uses fixed silence windows, see ``turns.py``). ``transport``:
+        ``"websocket"``, or ``"webrtc"`` (input audio from the call's track, answer audio to
+        it, the output buffer reported as in ``playout.py``)."""
+        if transport not in ("websocket", "webrtc"):
+            raise ValueError(f"unknown transport {transport!r}")
         session_id = session_id or ids.session_id()
         expires_at = int(now()) + SESSION_LIFETIME_S
         if session_type == "transcription":
@@ -151,6 +160,8 @@ class RealtimeConnection:
         #: the speculation held for the turn in progress or its response, if any
         self.speculation: Speculation | None = None
         self.speculations_started = 0
+        #: WebRTC: the call's output audio buffer (None over WebSocket: the client plays)
+        self.playout = Playout() if transport == "webrtc" else None
 
     # --- public API --------------------------------------------------------------------------
 
@@ -216,6 +227,13 @@ class RealtimeConnection:
         return None if td is None else TurnDetector(td, turn_model=self.turn_model)
 
     def _on_append(self, event: ev.InputAudioBufferAppend, out: Output) -> None:
+        if self.playout is not None:
+            raise ProtocolError(
+                "invalid_value",
+                "input_audio_buffer.append is not available over WebRTC: the input audio "
+                "comes from the call's audio track.",
+                "type",
+            )
         fmt = self.session.input_format
         if fmt == "audio/pcm" and len(event.audio) % 2:
             raise ProtocolError(
@@ -229,6 +247,13 @@ class RealtimeConnection:
         self._go("append")
         self.timeline_ms += len(event.audio) / BYTES_PER_MS[fmt]
         out.effects.append(AppendInputAudio(event.audio, fmt, self.turns is not None))
+
+    def _on_media_audio(self, result: ins.MediaAudio, out: Output) -> None:
+        if result.duration_ms <= 0:
+            return
+        self._go("append")
+        self.timeline_ms += result.duration_ms
+        out.effects.append(AcceptMediaAudio(self.turns is not None))
 
     def _on_commit(self, event: ev.InputAudioBufferCommit, out: Output) -> None:
         buffered = self.timeline_ms - self.buffer_start_ms
@@ -310,6 +335,8 @@ class RealtimeConnection:
             )
             if self.transcribing:
                 out.effects.append(TranscribeLive(self.speech_item_id, self._segment_start()))
+            if td.interrupt_response and self.playout is not None and self.playout.active:
+                self._clear_playout(out)  # what is still queued is never heard
             if td.interrupt_response and self.default_response_id is not None:
                 self._cancel(self.responses[self.default_response_id], "turn_detected", out)
         elif isinstance(signal, SpeechPause):
@@ -522,22 +549,29 @@ class RealtimeConnection:
                 f"Content {event.content_index} of item '{item.id}' is not audio.",
                 "content_index",
             )
-        audio_ms, segments = self._audio_item(item.id)
+        out.events.append(self._truncate(item.id, event.content_index, event.audio_end_ms))
+
+    def _truncate(
+        self, item_id: str, content_index: int, audio_end_ms: int
+    ) -> ev.ConversationItemTruncated:
+        """Cut a finished assistant audio item at ``audio_end_ms``: its transcript keeps the
+        pieces spoken before it."""
+        item = self.conversation.get(item_id)
+        assert isinstance(item, MessageItem)
+        audio_ms, segments = self._audio_item(item_id)
         # Clients measure playback with their own clock and may overshoot the audio a little:
         # clamp to what was sent instead of failing the truncate they need after an interruption.
-        end_ms = min(event.audio_end_ms, int(audio_ms))
+        end_ms = min(audio_end_ms, int(audio_ms))
         transcript = "".join(text for start, text in segments if start < end_ms)
         content = list(item.content)
-        content[event.content_index] = Content("output_audio", transcript=transcript)
+        content[content_index] = Content("output_audio", transcript=transcript)
         self.conversation.replace(attrs.evolve(item, content=tuple(content)))
-        self.audio_items[item.id] = (
+        self.audio_items[item_id] = (
             float(end_ms),
             [(start, text) for start, text in segments if start < end_ms],
         )
-        out.events.append(
-            ev.ConversationItemTruncated(
-                item_id=item.id, content_index=event.content_index, audio_end_ms=end_ms
-            )
+        return ev.ConversationItemTruncated(
+            item_id=item_id, content_index=content_index, audio_end_ms=end_ms
         )
 
     # --- responses ---------------------------------------------------------------------------
@@ -658,6 +692,9 @@ class RealtimeConnection:
         self._cancel(run, "client_cancelled", out)
 
     def _on_output_audio_clear(self, event: ev.OutputAudioBufferClear, out: Output) -> None:
+        if self.playout is not None and self.playout.active:
+            self._clear_playout(out)
+            return
         # Over WebSocket the client owns playback; nothing is queued here. Acknowledge it.
         if self.last_response_id is None:
             raise ProtocolError("invalid_value", "There is no response audio to clear.", None)
@@ -670,6 +707,8 @@ class RealtimeConnection:
 
     def _retire(self, run: ResponseRun, out: Output) -> None:
         del self.responses[run.id]
+        if self.playout is not None:
+            out.events += self.playout.response_finished(run.id)
         if self.speculation is not None and self.speculation.response_id == run.id:
             self._abandon_speculation(out)  # the response ended before it started
         for item_id, audio in run.audio_items.items():
@@ -699,7 +738,37 @@ class RealtimeConnection:
         run = self._run_for(result.response_id)
         if run is None:
             return _stale(result)
-        out.events += run.audio(result.audio, result.transcript)
+        if self.playout is None:
+            out.events += run.audio(result.audio, result.transcript)
+            return
+        out.events += run.audio(result.audio, result.transcript, audio_events=False)
+        if result.audio:
+            item_id = run.open_item_id
+            assert item_id is not None
+            fmt = run.plan.output_format
+            out.events += self.playout.queue(run.id, item_id, len(result.audio) / BYTES_PER_MS[fmt])
+            out.effects.append(PlayAudio(run.id, result.audio, fmt))
+
+    def _on_playout_started(self, result: ins.PlayoutStarted, out: Output) -> None:
+        if self.playout is not None:
+            out.events += self.playout.started()
+
+    def _on_playout_stopped(self, result: ins.PlayoutStopped, out: Output) -> None:
+        if self.playout is not None:
+            out.events += self.playout.drained()
+
+    def _clear_playout(self, out: Output) -> None:
+        assert self.playout is not None
+        out.events += self.playout.clear()
+        out.effects.append(ClearPlayout())
+
+    def _on_playout_cleared(self, result: ins.PlayoutCleared, out: Output) -> None:
+        if self.playout is None:
+            return _stale(result)
+        item_id, heard_ms = self.playout.flushed(result.dropped_ms)
+        if item_id is not None and item_id in self.audio_items and item_id in self.conversation:
+            # the assistant item keeps what was heard, as a client's truncate would make it
+            out.events.append(self._truncate(item_id, 0, int(heard_ms)))
 
     def _on_text_out(self, result: ins.TextOut, out: Output) -> None:
         run = self._run_for(result.response_id)
@@ -838,6 +907,10 @@ class RealtimeConnection:
         ins.ResponseFailed: _on_response_failed,
         ins.TurnScored: _on_turn_scored,
         ins.SpeculationTranscribed: _on_speculation_transcribed,
+        ins.MediaAudio: _on_media_audio,
+        ins.PlayoutStarted: _on_playout_started,
+        ins.PlayoutStopped: _on_playout_stopped,
+        ins.PlayoutCleared: _on_playout_cleared,
     }
 
 

@@ -132,6 +132,29 @@ class ScoreTurn:
     end_ms: int
 
 
+@attrs.frozen
+class AcceptMediaAudio:
+    """WebRTC: add the track audio just reported (``inputs.MediaAudio``) to the input
+    timeline, and run it through the VAD when ``detect_speech``."""
+
+    detect_speech: bool
+
+
+@attrs.frozen
+class PlayAudio:
+    """WebRTC: queue answer audio (in the session's output ``format``) on the call's track."""
+
+    response_id: str
+    audio: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    format: str
+
+
+@attrs.frozen
+class ClearPlayout:
+    """WebRTC: flush the call's queued output audio now; answer with
+    ``inputs.PlayoutCleared(dropped_ms)``."""
+
+
 def user_audio_item(item_id: str, transcript: str | None) -> MessageItem:
     """The user item that committed input audio becomes (its transcript once known)."""
     return MessageItem(
@@ -150,4 +173,7 @@ Effect = (
     | StartSpeculation
     | CancelSpeculation
     | ScoreTurn
+    | AcceptMediaAudio
+    | PlayAudio
+    | ClearPlayout
 )

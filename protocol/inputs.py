@@ -97,6 +97,32 @@ class SpeculationTranscribed:
     transcript: str
 
 
+@attrs.frozen
+class MediaAudio:
+    """WebRTC: ``duration_ms`` of the caller's audio arrived on the call's track (the shell
+    holds the samples; this keeps the input timeline and the buffer's state)."""
+
+    duration_ms: float
+
+
+@attrs.frozen
+class PlayoutStarted:
+    """WebRTC: queued answer audio began to play out on the call's track."""
+
+
+@attrs.frozen
+class PlayoutStopped:
+    """WebRTC: the call's output audio buffer played out (nothing queued any more)."""
+
+
+@attrs.frozen
+class PlayoutCleared:
+    """WebRTC: the output audio buffer was flushed (after ``ClearPlayout``);
+    ``dropped_ms`` of queued audio was never heard."""
+
+    dropped_ms: float
+
+
 EngineResult = (
     VadFrame
     | TranscriptDelta
@@ -109,4 +135,8 @@ EngineResult = (
     | ResponseFailed
     | TurnScored
     | SpeculationTranscribed
+    | MediaAudio
+    | PlayoutStarted
+    | PlayoutStopped
+    | PlayoutCleared
 )

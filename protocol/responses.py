@@ -225,7 +225,16 @@ class ResponseRun:
             )
         return msg, out
 
-    def audio(self, audio: bytes, transcript: str) -> list[ev.ServerEvent]:
+    @property
+    def open_item_id(self) -> str | None:
+        """The message being streamed, if any."""
+        return None if self._message is None else self._message.item_id
+
+    def audio(
+        self, audio: bytes, transcript: str, *, audio_events: bool = True
+    ) -> list[ev.ServerEvent]:
+        """Audio and the text it speaks. ``audio_events=False`` (WebRTC: the audio goes to
+        the call's track) counts the audio without ``response.output_audio.delta`` events."""
         self._go("output")
         msg, out = self._message_for("audio")
         where: dict[str, Any] = {
@@ -241,9 +250,9 @@ class ResponseRun:
         if audio:
             msg.audio_ms += len(audio) / BYTES_PER_MS[self.plan.output_format]
             self.audio_bytes_sent += len(audio)
-            out.append(
-                ev.ResponseOutputAudioDelta(**where, delta=base64.b64encode(audio).decode("ascii"))
-            )
+            if audio_events:
+                delta = base64.b64encode(audio).decode("ascii")
+                out.append(ev.ResponseOutputAudioDelta(**where, delta=delta))
         return out
 
     def text(self, delta: str) -> list[ev.ServerEvent]:

@@ -2,29 +2,126 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 from typing import Any
 
 import trio
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 
-from .endpoint import AppSettings, RealtimeEndpoint, Router
+from .calls import CallRefused, Calls, error_body
+from .endpoint import AppSettings, RealtimeEndpoint, Router, offered_key
 from .metrics import Metrics
 from .page import register_page
 from .pool import PipelinePool
 
 
 def create_app(
-    pool: PipelinePool, metrics: Metrics, settings: AppSettings, shutdown: trio.Event
+    pool: PipelinePool,
+    metrics: Metrics,
+    settings: AppSettings,
+    shutdown: trio.Event,
+    calls: Calls,
 ) -> Router:
     metrics.pool_size = pool.size
-    endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown)
-    return Router(endpoint, create_http_app(pool, metrics, shutdown))
+    endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown, calls)
+    return Router(endpoint, create_http_app(pool, metrics, settings, shutdown, calls))
 
 
-def create_http_app(pool: PipelinePool, metrics: Metrics, shutdown: trio.Event) -> QuartTrio:
-    """``GET /`` (the browser page), ``/health`` and ``/metrics``."""
+def create_http_app(
+    pool: PipelinePool,
+    metrics: Metrics,
+    settings: AppSettings,
+    shutdown: trio.Event,
+    calls: Calls,
+) -> QuartTrio:
+    """``GET /`` (the browser page), ``/health``, ``/metrics`` and the WebRTC calls."""
     app = QuartTrio(__name__)
+
+    def refusal(error: CallRefused) -> Response:
+        return Response(
+            error_body(error.error), status=error.status, content_type="application/json"
+        )
+
+    def key_refused() -> Response | None:
+        if settings.api_key is None:
+            return None
+        key = offered_key({"authorization": request.headers.get("Authorization", "")}, []) or ""
+        if hmac.compare_digest(key.encode(), settings.api_key.encode()):
+            return None
+        metrics.sessions_refused += 1
+        return refusal(
+            CallRefused(
+                401, "invalid_api_key", "Incorrect API key provided.", "invalid_request_error"
+            )
+        )
+
+    async def offer() -> tuple[str, dict[str, Any] | None]:
+        """The SDP offer and the optional session, from a raw or a multipart body."""
+        if request.mimetype == "multipart/form-data":
+            form, files = await request.form, await request.files
+            parts = {name: form[name] for name in form}
+            for name in files:
+                parts[name] = (await files[name].read()).decode("utf-8", "replace")
+            sdp, session_text = parts.get("sdp"), parts.get("session")
+            try:
+                session = json.loads(session_text) if session_text else None
+            except ValueError:
+                session = None
+            if session_text and not isinstance(session, dict):
+                raise CallRefused(
+                    400,
+                    "invalid_json",
+                    "The 'session' part is not a JSON object.",
+                    "invalid_request_error",
+                )
+            if not sdp:
+                raise CallRefused(
+                    400,
+                    "missing_required_parameter",
+                    "The 'sdp' part is missing.",
+                    "invalid_request_error",
+                )
+            return sdp, session
+        if request.mimetype in ("application/sdp", "text/plain", ""):
+            return (await request.get_data(as_text=True)), None
+        raise CallRefused(
+            415,
+            "unsupported_content_type",
+            "Send the SDP offer as application/sdp, or as multipart/form-data with 'sdp' and "
+            "'session' parts.",
+            "invalid_request_error",
+        )
+
+    @app.post("/v1/realtime/calls")
+    async def create_call() -> Response:
+        refused = key_refused()
+        if refused is not None:
+            return refused
+        try:
+            sdp, session = await offer()
+            call_id, answer = await calls.create(sdp, session, request.args.get("model"))
+        except CallRefused as error:
+            return refusal(error)
+        location = f"/v1/realtime/calls/{call_id}"
+        return Response(
+            answer, status=201, content_type="application/sdp", headers={"Location": location}
+        )
+
+    @app.delete("/v1/realtime/calls/<call_id>")
+    @app.post("/v1/realtime/calls/<call_id>/hangup")
+    async def hang_up(call_id: str) -> Response:
+        refused = key_refused()
+        if refused is not None:
+            return refused
+        if calls.hang_up(call_id):
+            return Response("", status=200)
+        return refusal(
+            CallRefused(
+                404, "call_not_found", f"No live call with id {call_id!r}.", "invalid_request_error"
+            )
+        )
 
     @app.route("/health")
     async def health() -> dict[str, Any]:

@@ -15,6 +15,7 @@ import trio
 from engines.base import LLM, STT, TTS, EngineError, TurnModel
 from protocol import ProtocolError, RealtimeConnection
 
+from .calls import CallSettings
 from .endpoint import AppSettings
 from .pool import Pipeline, PipelinePool
 from .server import serve_until_signal
@@ -142,6 +143,23 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="an engine that produces nothing for this long fails the response",
+    )
+    server.add_argument(
+        "--webrtc_host_addresses",
+        help="WebRTC: comma-separated local addresses offered as ICE host candidates "
+        "(default: 127.0.0.1 when --ws_host is a loopback address, else every interface)",
+    )
+    server.add_argument(
+        "--webrtc_ice_servers",
+        default="",
+        help="WebRTC: comma-separated STUN/TURN URLs for the server's own candidates, e.g. "
+        "stun:stun.example.org:3478 (default: none)",
+    )
+    server.add_argument(
+        "--webrtc_connect_timeout_s",
+        type=float,
+        default=20.0,
+        help="WebRTC: a call whose data channel has not opened after this long is ended",
     )
     server.add_argument(
         "--log_level",
@@ -512,6 +530,19 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     return defaults
 
 
+def call_settings(args: argparse.Namespace) -> CallSettings:
+    """The WebRTC options; a server bound to loopback offers loopback ICE candidates."""
+    addresses = [a.strip() for a in (args.webrtc_host_addresses or "").split(",") if a.strip()]
+    if not addresses and args.ws_host in ("127.0.0.1", "localhost", "::1"):
+        addresses = ["::1" if args.ws_host == "::1" else "127.0.0.1"]
+    servers = [u.strip() for u in args.webrtc_ice_servers.split(",") if u.strip()]
+    return CallSettings(
+        host_addresses=tuple(addresses) or None,
+        ice_servers=tuple(servers),
+        connect_timeout_s=args.webrtc_connect_timeout_s,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(
@@ -554,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     settings = AppSettings(
         api_key=args.api_key or None,
+        calls=call_settings(args),
         session=SessionOptions(
             model=args.model,
             session_defaults=session_defaults(args),

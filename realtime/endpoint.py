@@ -21,6 +21,7 @@ import trio
 from protocol import encode_server_event
 from protocol import events as ev
 
+from .calls import Calls, CallSettings, call_not_found, sideband
 from .metrics import Metrics
 from .pool import PipelinePool, PoolExhausted
 from .session import Outbox, SessionOptions, SessionRunner
@@ -31,6 +32,8 @@ REALTIME_PATH = "/v1/realtime"
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 #: close codes: OpenAI closes bad keys with 3000; a full pool is "try again later"
 CLOSE_BAD_KEY = 3000
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
 CLOSE_POOL_FULL = 1013
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
@@ -45,6 +48,7 @@ ASGIApp = Callable[[Mapping[str, Any], Receive, Send], Awaitable[None]]
 class AppSettings:
     api_key: str | None = None
     session: SessionOptions = attrs.Factory(SessionOptions)
+    calls: CallSettings = attrs.Factory(CallSettings)
 
 
 def offered_key(headers: Mapping[str, str], subprotocols: list[str]) -> str | None:
@@ -88,6 +92,7 @@ class RealtimeEndpoint:
     metrics: Metrics
     settings: AppSettings
     shutdown: trio.Event
+    calls: Calls | None = None
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -103,13 +108,13 @@ class RealtimeEndpoint:
             }
         )
         with trio.CancelScope() as connection_scope:
-            await self._serve(
-                ClientPort(receive, connection_scope), send, headers, subprotocols, query
-            )
+            port = ClientPort(receive, connection_scope)
+            await self._serve(port, receive, send, headers, subprotocols, query)
 
     async def _serve(
         self,
         port: ClientPort,
+        receive: Receive,
         send: Send,
         headers: Mapping[str, str],
         subprotocols: list[str],
@@ -128,6 +133,10 @@ class RealtimeEndpoint:
             await _refuse(
                 send, "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
             )
+            return
+        call_id = query.get("call_id", [""])[0]
+        if call_id:
+            await self._join_call(call_id, receive, send)
             return
         transcription = query.get("intent", [""])[0] == "transcription"
         options = attrs.evolve(
@@ -173,6 +182,21 @@ class RealtimeEndpoint:
             await _close(send, CLOSE_INTERNAL_ERROR, "session failed")
         else:
             await _close(send, CLOSE_GOING_AWAY, "session ended")
+
+    async def _join_call(self, call_id: str, receive: Receive, send: Send) -> None:
+        """Sideband control of a live WebRTC call: its events, both ways, until it ends."""
+        call = None if self.calls is None else self.calls.live.get(call_id)
+        if call is None:
+            await send({"type": "websocket.send", "text": call_not_found(call_id)})
+            await _close(send, CLOSE_POLICY, "invalid_request_error.call_not_found")
+            return
+
+        async def send_text(frame: str) -> None:
+            await send({"type": "websocket.send", "text": frame})
+
+        log.info("call %s: a sideband connection joined", call_id)
+        await sideband(call, receive, send_text)
+        await _close(send, CLOSE_NORMAL, "call ended")
 
 
 async def _close(send: Send, code: int, reason: str) -> None:

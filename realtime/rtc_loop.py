@@ -37,8 +37,8 @@ class RtcLoop:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            raise RuntimeError("the WebRTC loop is not running")
+        if self._loop is None or self._loop.is_closed():
+            raise RtcLoopClosed()
         return self._loop
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -69,11 +69,16 @@ class RtcLoop:
                 self._loop = None
 
     async def _stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for close in reversed(self._on_close):
+        for close in reversed(list(self._on_close)):
             try:
                 await asyncio.wait_for(close(), timeout=2.0)
             except Exception:
                 log.exception("closing a WebRTC peer failed")
+        # what the peers leave running (transports winding down) ends before the loop does
+        rest = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.wait(rest, timeout=2.0) if rest else None
         loop.stop()
 
     def on_close(self, close: Callable[[], Awaitable[None]]) -> Callable[[], None]:
@@ -103,17 +108,25 @@ class RtcLoop:
             futures.append(future)
             future.add_done_callback(finished)
 
-        loop.call_soon_threadsafe(start)
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # closed since the check above
+            raise RtcLoopClosed() from None
         try:
             await done.wait()
         except trio.Cancelled:
-            loop.call_soon_threadsafe(lambda: [f.cancel() for f in futures])
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(lambda: [f.cancel() for f in futures])
             raise
         return result[0].unwrap()
 
     def post(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` in the loop soon; errors are logged there."""
-        self.loop.call_soon_threadsafe(function, *args)
+        """Run ``function(*args)`` in the loop soon; errors are logged there. Dropped once
+        the loop has stopped (the server is shutting down)."""
+        try:
+            self.loop.call_soon_threadsafe(function, *args)
+        except (RtcLoopClosed, RuntimeError):
+            pass
 
     def to_trio(self, function: Callable[..., Any], *args: Any) -> None:
         """From the loop: run ``function(*args)`` in Trio soon. It must not block; what it

@@ -14,6 +14,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from protocol.codec import MAX_FRAME_CHARS
 
 from .app import create_app
+from .calls import Calls
 from .endpoint import AppSettings
 from .metrics import Metrics
 from .pool import PipelinePool
@@ -66,9 +67,18 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set, then let sessions finish for ``graceful_timeout_s``."""
-    app = create_app(pool, metrics or Metrics(), settings, shutdown)
-    config = hypercorn_config(host, port, graceful_timeout_s)
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+    metrics = metrics or Metrics()
+    calls = Calls(pool, metrics, settings.session, settings.calls, shutdown)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(calls.run)
+        app = create_app(pool, metrics, settings, shutdown, calls)
+        config = hypercorn_config(host, port, graceful_timeout_s)
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+        # WebRTC calls are not hypercorn's connections: give them the same grace period
+        with trio.move_on_after(graceful_timeout_s):
+            while calls.live:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
 
 
 async def serve_until_signal(

@@ -51,6 +51,26 @@ class EventPort(Protocol):
     async def receive(self) -> str | bytes: ...
 
 
+class CallMedia(Protocol):
+    """A WebRTC call's audio, seen from its session (see ``realtime.calls``)."""
+
+    #: the caller's audio: float32 mono chunks at ``ENGINE_RATE``
+    audio_in: trio.MemoryReceiveChannel[np.ndarray]
+    #: "started" / "stopped" as the answer's audio plays out on the track
+    playout: trio.MemoryReceiveChannel[str]
+
+    def play(self, samples: np.ndarray) -> None:
+        """Queue float32 mono samples at ``PLAYOUT_RATE``."""
+        ...
+
+    async def clear(self) -> int:
+        """Flush the queued output; returns the samples dropped."""
+        ...
+
+
+PLAYOUT_RATE = 48_000  #: Hz of a WebRTC call's output track
+
+
 class SlowClient(Exception):
     """The client stopped reading; the session ends instead of buffering without bound."""
 
@@ -70,6 +90,7 @@ class SessionOptions:
     #: start a turn's transcription and response at its first pause, holding them until the
     #: turn is confirmed; clients see the same events either way, only sooner
     speculative: bool = True
+    transport: str = "websocket"  #: or "webrtc": audio on the call's tracks (``media``)
     outbox_high_water: int = 512  #: events queued for the client before producers wait
     send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
     engine_timeout_s: float = 30.0
@@ -216,8 +237,10 @@ class SessionRunner:
         metrics: Metrics,
         outbox: Outbox,
         shutdown: trio.Event | None = None,
+        media: CallMedia | None = None,
     ) -> None:
         self.port = port
+        self.media = media
         self.pipeline = pipeline
         self.options = options
         self.metrics = metrics
@@ -232,6 +255,7 @@ class SessionRunner:
             ),
             speculation=options.speculative,
             turn_model=pipeline.turn_model is not None,
+            transport=options.transport,
         )
         self.session_id = self.conn.session.wire["id"]
         self.outbox = outbox
@@ -254,6 +278,9 @@ class SessionRunner:
         self.failed = False
         #: when the VAD last ended a user turn; the next response's first audio measures from it
         self._turn_ended_at: float | None = None
+        # WebRTC: the track audio being reported to the machine, and the output's resampler
+        self._media_samples = np.zeros(0, np.float32)
+        self._playout_resampler: tuple[str, audio.StreamingResampler] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -266,6 +293,9 @@ class SessionRunner:
                 await self._apply(self.conn.start())
                 nursery.start_soon(self._transcription_task)
                 nursery.start_soon(self._shutdown_watch)
+                if self.media is not None:
+                    nursery.start_soon(self._media_audio, self.media)
+                    nursery.start_soon(self._playout_marks, self.media)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         except* SlowClient:
@@ -340,7 +370,35 @@ class SessionRunner:
                 self._cancel_speculation(effect.speculation_id)
             elif isinstance(effect, fx.ScoreTurn):
                 self._score_turn(effect)
+            elif isinstance(effect, fx.AcceptMediaAudio):
+                await self._ingest(self._media_samples, effect.detect_speech)
+            elif isinstance(effect, fx.PlayAudio):
+                self._play(effect)
+            elif isinstance(effect, fx.ClearPlayout):
+                assert self.media is not None
+                dropped = await self.media.clear()
+                await self._apply(self.conn.feed(ins.PlayoutCleared(dropped * 1000 / PLAYOUT_RATE)))
         await self.outbox.wait_for_room()
+
+    # --- WebRTC media ------------------------------------------------------------------------
+
+    async def _media_audio(self, media: CallMedia) -> None:
+        """The caller's track audio enters the input timeline as appends would."""
+        async for samples in media.audio_in:
+            self._media_samples = samples
+            await self._apply(self.conn.feed(ins.MediaAudio(len(samples) * 1000 / ENGINE_RATE)))
+
+    async def _playout_marks(self, media: CallMedia) -> None:
+        async for mark in media.playout:
+            result = ins.PlayoutStarted() if mark == "started" else ins.PlayoutStopped()
+            await self._apply(self.conn.feed(result))
+
+    def _play(self, effect: fx.PlayAudio) -> None:
+        assert self.media is not None
+        if self._playout_resampler is None or self._playout_resampler[0] != effect.format:
+            resampler = audio.StreamingResampler(audio.WIRE_RATE[effect.format], PLAYOUT_RATE)
+            self._playout_resampler = (effect.format, resampler)
+        self.media.play(self._playout_resampler[1](audio.decode(effect.audio, effect.format)))
 
     # --- input audio -------------------------------------------------------------------------
 
@@ -378,9 +436,14 @@ class SessionRunner:
         if self._resampler is None or self._resampler_format != effect.format:
             self._resampler = audio.StreamingResampler(audio.WIRE_RATE[effect.format], ENGINE_RATE)
             self._resampler_format = effect.format
-        samples = self._resampler(audio.decode(effect.audio, effect.format))
+        await self._ingest(
+            self._resampler(audio.decode(effect.audio, effect.format)), effect.detect_speech
+        )
+
+    async def _ingest(self, samples: np.ndarray, detect_speech: bool) -> None:
+        """Input audio at ``ENGINE_RATE`` joins the timeline (and the VAD when detecting)."""
         self.timeline.append(samples)
-        if effect.detect_speech:
+        if detect_speech:
             await self._run_vad(samples)
         else:
             self._vad_position = self.timeline.total

@@ -1,10 +1,13 @@
-// The voice page: microphone -> input_audio_buffer.append, response audio -> speakers,
-// transcripts and latency on screen. Speaks the Realtime protocol over a WebSocket to this
-// server, with the subprotocols a browser client of the JS SDK offers.
+// The voice page: microphone -> server, response audio -> speakers, transcripts and latency
+// on screen. Two ways to connect, as browser apps do: a WebSocket (audio as
+// input_audio_buffer.append / response.output_audio.delta events, with the subprotocols a
+// browser client of the JS SDK offers), or WebRTC (audio on Opus tracks, events on the
+// "oai-events" data channel, the SDP offer posted to /v1/realtime/calls).
 
 const WIRE_RATE = 24000; // audio/pcm, the session's default format both ways
 const PLAYBACK_LEAD_S = 0.05; // scheduling slack before the first buffer of a burst
 const SETTINGS_KEY = "realtime-voice-settings";
+const ICE_GATHERING_WAIT_MS = 2000; // the server takes no trickled candidates
 
 // read by the browser test; also handy in the console
 const stats = (window.voiceStats = {
@@ -19,6 +22,9 @@ const stats = (window.voiceStats = {
   bargeIns: 0,
   latenciesMs: [],
   errors: [],
+  transport: null,
+  remoteAudioPeak: 0,
+  outputBufferStarts: 0,
 });
 
 const $ = (id) => document.getElementById(id);
@@ -34,6 +40,7 @@ const ui = {
   voice: $("voice"),
   silence: $("silence"),
   apiKey: $("api-key"),
+  transport: $("transport"),
   applied: $("applied"),
   latencyLast: $("latency-last"),
   latencyMedian: $("latency-median"),
@@ -157,6 +164,7 @@ function loadSettings() {
   ui.voice.value = saved.voice || "";
   ui.silence.value = saved.silence || "";
   ui.apiKey.value = saved.apiKey || "";
+  ui.transport.value = new URLSearchParams(location.search).get("transport") || saved.transport || "websocket";
 }
 
 function saveSettings() {
@@ -167,6 +175,7 @@ function saveSettings() {
       voice: ui.voice.value,
       silence: ui.silence.value,
       apiKey: ui.apiKey.value,
+      transport: ui.transport.value,
     }),
   );
 }
@@ -235,6 +244,8 @@ async function start() {
   setStatus("Connecting…", "busy");
   ui.talk.setAttribute("aria-pressed", "true");
   ui.talkLabel.textContent = "Stop";
+  stats.transport = ui.transport.value;
+  if (ui.transport.value === "webrtc") return startWebRtc();
   let audio;
   try {
     audio = await openAudio();
@@ -280,13 +291,97 @@ async function start() {
   };
 }
 
+/** WebRTC: the microphone as a track, the answer on a track, events on "oai-events". */
+async function startWebRtc() {
+  let media;
+  try {
+    media = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    });
+  } catch (error) {
+    stop(`Microphone unavailable: ${error.message}`);
+    return;
+  }
+  const pc = new RTCPeerConnection();
+  media.getTracks().forEach((track) => pc.addTrack(track, media));
+  const channel = pc.createDataChannel("oai-events");
+  const speaker = new Audio();
+  speaker.autoplay = true;
+  const context = new AudioContext();
+  const thisCall = { pc, channel, media, context, speaker, speechStoppedAt: null, location: null };
+  thisCall.player = { playing: false, stop: () => null }; // the server owns playback here
+  call = thisCall;
+  pc.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    speaker.srcObject = stream;
+    // measure what arrives, for the level meter and the browser test
+    const analyser = context.createAnalyser();
+    context.createMediaStreamSource(stream).connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    const meter = () => {
+      if (call !== thisCall) return;
+      analyser.getFloatTimeDomainData(data);
+      let peak = 0;
+      for (const v of data) peak = Math.max(peak, Math.abs(v));
+      stats.remoteAudioPeak = Math.max(stats.remoteAudioPeak, peak);
+      requestAnimationFrame(meter);
+    };
+    meter();
+  };
+  channel.onopen = () => {
+    stats.connected = true;
+    setStatus("Listening", "live");
+    ui.hint.textContent = "Speak; the assistant answers when you pause.";
+    send(sessionUpdate());
+  };
+  channel.onmessage = (message) => {
+    if (call === thisCall) handle(JSON.parse(message.data));
+  };
+  channel.onclose = () => {
+    if (call === thisCall) stop("Disconnected");
+  };
+  pc.onconnectionstatechange = () => {
+    if (call === thisCall && ["failed", "closed"].includes(pc.connectionState)) stop("Call ended");
+  };
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") resolve();
+      });
+      setTimeout(resolve, ICE_GATHERING_WAIT_MS);
+    });
+    const headers = { "Content-Type": "application/sdp" };
+    if (ui.apiKey.value.trim()) headers.Authorization = `Bearer ${ui.apiKey.value.trim()}`;
+    const response = await fetch("/v1/realtime/calls?model=gpt-realtime", {
+      method: "POST",
+      body: pc.localDescription.sdp,
+      headers,
+    });
+    if (response.status !== 201) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    }
+    thisCall.location = response.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  } catch (error) {
+    if (call === thisCall) stop(`Call failed: ${error.message}`);
+  }
+}
+
 function stop(reason) {
   const ending = call;
   call = null;
   stats.connected = false;
   if (ending) {
     ending.player.stop();
-    ending.ws.close();
+    if (ending.ws) ending.ws.close();
+    if (ending.pc) {
+      if (ending.location) fetch(ending.location, { method: "DELETE" }).catch(() => {});
+      ending.pc.close();
+      ending.speaker.srcObject = null;
+    }
     ending.media.getTracks().forEach((track) => track.stop());
     ending.context.close();
   }
@@ -298,7 +393,9 @@ function stop(reason) {
 }
 
 function send(event) {
-  if (call && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(event));
+  if (!call) return;
+  if (call.ws && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(event));
+  if (call.channel && call.channel.readyState === "open") call.channel.send(JSON.stringify(event));
 }
 
 function handle(event) {
@@ -351,6 +448,19 @@ function handle(event) {
       setStatus("Speaking", "speaking");
       break;
     }
+    case "output_audio_buffer.started":
+      // WebRTC: the answer's audio started to play out on the track
+      stats.outputBufferStarts++;
+      if (call.speechStoppedAt !== null) {
+        showLatency(performance.now() - call.speechStoppedAt);
+        call.speechStoppedAt = null;
+      }
+      setStatus("Speaking", "speaking");
+      break;
+    case "output_audio_buffer.stopped":
+    case "output_audio_buffer.cleared":
+      setStatus("Listening", "live");
+      break;
     case "response.output_audio_transcript.delta":
     case "response.output_text.delta": {
       const el = bubble(event.item_id, "assistant");

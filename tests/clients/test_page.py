@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,9 +64,12 @@ def test_page_and_its_modules_are_served(server: LiveServer) -> None:
         assert source.strip()
 
 
-def test_spoken_question_in_chromium_gets_transcripts_and_audio(
-    server: LiveServer, question_wav: Path
-) -> None:
+def talk_in_chromium(
+    server: LiveServer, question_wav: Path, path: str, done: str, name: str
+) -> tuple[dict[str, Any], list[str], str, str]:
+    """Open the page at ``path``, press Talk with the question as the fake microphone, and
+    wait until the page's stats meet ``done``; returns the stats, page errors, and the first
+    user and assistant bubbles' text. Screenshot and stats are kept under ``OUTPUT/name``."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in [test]")
     executable = chromium()
     # %noloop: the fake microphone says the question once, then stays silent
@@ -78,28 +82,56 @@ def test_spoken_question_in_chromium_gets_transcripts_and_audio(
             page = browser.new_page(viewport={"width": 1200, "height": 760})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"http://127.0.0.1:{server.port}/")
+            page.goto(f"http://127.0.0.1:{server.port}{path}")
             page.click("#talk")
             try:
                 page.wait_for_function(
-                    "s => s.userTranscripts >= 1 && s.assistantTranscripts >= 1"
-                    " && s.audioDeltas > 0",
-                    arg=page.evaluate_handle("window.voiceStats"),
-                    timeout=45_000,
+                    done, arg=page.evaluate_handle("window.voiceStats"), timeout=45_000
                 )
             finally:
                 OUTPUT.mkdir(exist_ok=True)
                 page.wait_for_timeout(300)  # the last bubble's fade-in
-                page.screenshot(path=OUTPUT / "page.png")
+                page.screenshot(path=OUTPUT / f"{name}.png")
                 stats = page.evaluate("window.voiceStats")
-                (OUTPUT / "page-stats.json").write_text(json.dumps(stats, indent=2))
+                (OUTPUT / f"{name}-stats.json").write_text(json.dumps(stats, indent=2))
             user = page.locator(".bubble.user p").first.inner_text()
             assistant = page.locator(".bubble.assistant p").first.inner_text()
         finally:
             browser.close()
+    return stats, errors, user, assistant
+
+
+def test_spoken_question_in_chromium_gets_transcripts_and_audio(
+    server: LiveServer, question_wav: Path
+) -> None:
+    stats, errors, user, assistant = talk_in_chromium(
+        server,
+        question_wav,
+        "/",
+        "s => s.userTranscripts >= 1 && s.assistantTranscripts >= 1 && s.audioDeltas > 0",
+        "page",
+    )
     assert not errors
     assert stats["connected"] and not stats["errors"]
     assert normalise(user) == "what is the capital of france"
     assert assistant.strip()
     assert stats["audioMs"] > 500
     assert len(stats["latenciesMs"]) == 1 and 0 < stats["latenciesMs"][0] < 30_000
+
+
+def test_spoken_question_in_chromium_over_webrtc(server: LiveServer, question_wav: Path) -> None:
+    pytest.importorskip("aiortc", reason="the [webrtc] extra is not installed")
+    stats, errors, user, assistant = talk_in_chromium(
+        server,
+        question_wav,
+        "/?transport=webrtc",
+        "s => s.userTranscripts >= 1 && s.assistantTranscripts >= 1"
+        " && s.outputBufferStarts > 0 && s.remoteAudioPeak > 0.05",
+        "page-webrtc",
+    )
+    assert not errors
+    assert stats["transport"] == "webrtc" and stats["connected"] and not stats["errors"]
+    assert stats["audioDeltas"] == 0  # the answer came on the track, not as events
+    assert normalise(user) == "what is the capital of france"
+    assert assistant.strip()
+    assert len(stats["latenciesMs"]) == 1

@@ -1,8 +1,10 @@
 """engines/smart_turn.py: the features, the real model on Piper speech, and semantic_vad through
 the live server on the real embedded engines with the turn model.
 
-Piper speaks each text with fresh random noise, so the phrases cut off mid-phrase here are ones
-whose scores stay far from the threshold across syntheses (each scored below 0.1 in 20 tries).
+Piper speaks each text with fresh random noise, so the phrases here are ones whose scores stay
+far from the threshold across syntheses: the complete ones scored at least 0.94 in 15 tries
+each, the cut-off ones below 0.1 in 20 tries ("The quick brown fox jumps over the lazy dog."
+ranged from 0.30 to 0.99, so it is not one of them).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ Say = Callable[[str], np.ndarray]
 COMPLETE = [
     "What is the capital of France?",
     "I want to book a flight to Paris.",
-    "The quick brown fox jumps over the lazy dog.",
+    "Can you tell me the time?",
+    "Please turn off the lights.",
 ]
 CUT_OFF = [
     "What is the weather like in",

@@ -15,6 +15,7 @@ import trio_websocket
 
 from protocol.invariants import SequenceChecker
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
+from realtime.calls import CallSettings
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.support import validate_with_sdk
 
@@ -80,7 +81,8 @@ class LiveServer:
 @contextmanager
 def live_server(pool: PipelinePool | None = None, **session: Any) -> Iterator[LiveServer]:
     api_key = session.pop("api_key", None)
-    settings = AppSettings(api_key=api_key, session=SessionOptions(**session))
+    calls = session.pop("calls", CallSettings(host_addresses=("127.0.0.1",)))
+    settings = AppSettings(api_key=api_key, session=SessionOptions(**session), calls=calls)
     server = LiveServer(pool or fake_pool(), settings).start()
     try:
         yield server
