@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from engines.base import MissingDependency
@@ -15,3 +18,24 @@ def embedded() -> EmbeddedEngines:
         return load_embedded(threads=2, llm={"n_ctx": 1024})
     except MissingDependency as error:
         pytest.skip(str(error))
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without the interpreter's final garbage collection.
+
+    The native engine libraries loaded by the suite (C++ thread pools in several of them) can
+    abort the process in that last collection ("terminate called without an active
+    exception"), after every result is reported; the results stand, so the exit status is
+    the suite's own."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
