@@ -280,9 +280,11 @@ class ProbedRunner(SessionRunner):
         if len(self.clock.cancelled) > cancelled:
             self.barge_ins.append((received, taken, self.clock.cancelled[-1], self.appended_ms))
 
-    def _start_response(self, response_id: str, plan: Any) -> None:
+    def _start_response(
+        self, response_id: str, plan: Any, speculation_id: str | None = None
+    ) -> None:
         self.response_starts.append(time.perf_counter())
-        super()._start_response(response_id, plan)
+        super()._start_response(response_id, plan, speculation_id)
 
 
 @contextmanager
