@@ -100,3 +100,18 @@ def test_answer_audio_goes_to_the_track_not_into_events() -> None:
     (play,) = [e for e in out.effects if isinstance(e, fx.PlayAudio)]
     assert play.response_id == response_id and play.format == "audio/pcm"
     assert kinds(conn.feed(ins.PlayoutStarted()).events) == ["output_audio_buffer.started"]
+
+
+def test_output_audio_buffer_clear_flushes_the_track_over_webrtc() -> None:
+    conn = webrtc()
+    conn.receive_frame(json.dumps({"type": "response.create"}))
+    (response_id,) = conn.responses
+    conn.feed(ins.AudioOut(response_id, b"\x00\x00" * 24_000, "Hello there."))  # 1 s queued
+    conn.feed(ins.PlayoutStarted())
+    conn.receive_frame(json.dumps({"type": "response.cancel"}))
+    out = conn.receive_frame(json.dumps({"type": "output_audio_buffer.clear"}))
+    assert kinds(out.events) == ["output_audio_buffer.cleared"]
+    assert out.effects == [fx.ClearPlayout()]
+    # 600 ms were still queued: the item keeps what was heard, as a truncate would
+    (truncated,) = conn.feed(ins.PlayoutCleared(600.0)).events
+    assert truncated.TYPE == "conversation.item.truncated" and truncated.audio_end_ms == 400

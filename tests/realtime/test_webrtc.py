@@ -379,3 +379,24 @@ def test_sdk_calls_create_with_a_session_and_a_sideband_connection() -> None:
             await caller.close()
 
         asyncio.run(body())
+
+
+def test_a_call_needs_the_api_key_when_the_server_has_one() -> None:
+    pool = PipelinePool([Pipeline(0, FakeVAD(), FakeSTT(), FakeLLM(), FakeTTS())], 1)
+    with live_server(pool, calls=LOOPBACK, api_key="sekrit") as server:
+
+        async def body() -> None:
+            caller = Caller()
+            offer = (await caller.offer()).encode()
+            url = f"http://127.0.0.1:{server.port}/v1/realtime/calls"
+            sdp = {"Content-Type": "application/sdp"}
+            status, _, text = await asyncio.to_thread(post, url, offer, sdp)
+            assert status == 401
+            assert json.loads(text)["error"]["code"] == "invalid_api_key"
+            status, _, _ = await asyncio.to_thread(
+                post, url, offer, {**sdp, "Authorization": "Bearer sekrit"}
+            )
+            assert status == 201
+            await caller.close()
+
+        asyncio.run(body())
