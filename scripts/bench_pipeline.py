@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines.base import CancelToken
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
 from realtime.audio import StreamingResampler, encode
-from realtime.cli import build_pipeline
+from realtime.cli import build_pipeline, session_defaults
 from realtime.cli import parse_args as parse_cli_args
 
 QUESTIONS = [
@@ -140,7 +140,11 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     pool = PipelinePool([pipeline])
     engines = pipeline
     metrics = Metrics()
-    settings = AppSettings(session=SessionOptions())
+    # the sessions `python -m realtime` serves with its default flags
+    cli = parse_cli_args([])
+    settings = AppSettings(
+        session=SessionOptions(session_defaults=session_defaults(cli), speculative=cli.speculative)
+    )
     questions = [speech(engines, q) for q in QUESTIONS]
     interruption = speech(engines, INTERRUPTION)
     long_question = speech(engines, LONG_ANSWER)

@@ -6,14 +6,15 @@ Smart Turn v3.2 turn model; synthesises spoken questions with Piper and streams 
 WebSocket in real time (20 ms appends of 24 kHz PCM16, silence after, as an open microphone
 does). For each setting a fresh server and session:
 
-- server_vad with ``silence_duration_ms`` 500, without and with speculation, and semantic_vad
-  with eagerness ``auto`` (speculation on): over ``--turns`` questions, the time from the end
+- server_vad with ``silence_duration_ms`` 200 (too short to leave room for speculation), and
+  with 500 (the server's default) without and with speculation, and semantic_vad with eagerness
+  ``auto`` (speculation on): over ``--turns`` questions, the time from the end
   of the user's speech (the moment the question's last sound would have been spoken: audio
   position x of a stream that started at t0 goes out at t0 + x) to the client's receipt of the
   first ``response.output_audio.delta``;
 - the speculations the server started, by what became of them: used for the answer, used for
   the transcript only, or wasted (speech resumed, or the answer had to start anew);
-- false cut-offs, for server_vad 500 ms and semantic_vad auto (responses off: only the turn
+- false cut-offs, for server_vad 200 and 500 ms and semantic_vad auto (responses off: only the turn
   decision counts): sentences spoken in two parts with a pause of 300 to 600 ms between them
   (spread evenly), each part synthesised alone; a sentence whose turn ended more than once was
   cut off.
@@ -70,6 +71,8 @@ SPLIT_SENTENCES = [
 ]
 BYTES_PER_S = 48_000  # 24 kHz PCM16
 SERVER_VAD_500 = {"type": "server_vad", "silence_duration_ms": 500}
+#: a window too short to speculate in: the turn ends at the first pause
+SERVER_VAD_200 = {"type": "server_vad", "silence_duration_ms": 200}
 SEMANTIC_AUTO = {"type": "semantic_vad", "eagerness": "auto"}
 #: silence streamed after a split sentence: longer than the setting's longest wait
 TAIL_MS = {"server_vad": 1000, "semantic_vad": 2600}
@@ -213,6 +216,7 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     await answer_latencies(pool, True, SERVER_VAD_500, questions, 1, False)
     outcomes.take()
     settings = [
+        ("server_vad 200 ms", True, SERVER_VAD_200),
         ("server_vad 500 ms, no speculation", False, SERVER_VAD_500),
         ("server_vad 500 ms, speculation", True, SERVER_VAD_500),
         ("semantic_vad auto, speculation", True, SEMANTIC_AUTO),
@@ -227,6 +231,7 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
         speculations[label] = outcomes.take()
     cut = {}
     for label, turn_detection in (
+        ("server_vad 200 ms", SERVER_VAD_200),
         ("server_vad 500 ms", SERVER_VAD_500),
         ("semantic_vad auto", SEMANTIC_AUTO),
     ):
