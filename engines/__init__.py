@@ -17,6 +17,7 @@ from engines.base import (
     ToolCall,
     ToolCallRequest,
     Transcript,
+    TurnModel,
     Usage,
 )
 from engines.embedded import EmbeddedEngines, load_embedded, load_llm, load_stt, load_tts, load_vad
@@ -38,6 +39,7 @@ __all__ = [
     "ToolCall",
     "ToolCallRequest",
     "Transcript",
+    "TurnModel",
     "Usage",
     "load_embedded",
     "load_llm",
