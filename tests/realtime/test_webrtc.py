@@ -400,3 +400,28 @@ def test_a_call_needs_the_api_key_when_the_server_has_one() -> None:
             await caller.close()
 
         asyncio.run(body())
+
+
+def test_a_sideband_connection_ends_with_its_call() -> None:
+    with webrtc_server() as server:
+
+        async def body() -> None:
+            import websockets
+
+            async with call(server) as caller:
+                call_id = (caller.location or "").rsplit("/", 1)[1]
+                url = f"ws://127.0.0.1:{server.port}/v1/realtime?call_id={call_id}"
+                async with websockets.connect(url) as sideband:
+                    status, _, _ = await asyncio.to_thread(
+                        post, f"http://127.0.0.1:{server.port}{caller.location}", b"", {}, "DELETE"
+                    )
+                    assert status == 200
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        while True:
+                            await asyncio.wait_for(sideband.recv(), 10)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+                async with websockets.connect(url) as late:  # the call is gone
+                    error = json.loads(await asyncio.wait_for(late.recv(), 10))
+                    assert error["error"]["code"] == "call_not_found"
+
+        asyncio.run(body())
