@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
+import threading
 
 import trio
 from hypercorn.config import Config
@@ -79,6 +81,74 @@ async def serve(
             while calls.live:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+
+
+async def serve_on_free_port(
+    nursery: trio.Nursery,
+    pool: PipelinePool,
+    settings: AppSettings,
+    *,
+    shutdown: trio.Event,
+    host: str = "127.0.0.1",
+    graceful_timeout_s: float = 2.0,
+    metrics: Metrics | None = None,
+) -> int:
+    """Start :func:`serve` in ``nursery`` on a port the system picks; returns that port."""
+    addresses = await nursery.start(
+        functools.partial(
+            serve,
+            pool,
+            settings,
+            host=host,
+            port=0,
+            shutdown=shutdown,
+            graceful_timeout_s=graceful_timeout_s,
+            metrics=metrics,
+        )
+    )
+    return int(addresses[0].rsplit(":", 1)[1])
+
+
+class ServerThread:
+    """The server on a free loopback port, in a thread of its own (for programs that drive it
+    from outside Trio: tests, benchmarks). ``start()`` returns once it listens."""
+
+    def __init__(self, pool: PipelinePool, settings: AppSettings) -> None:
+        self.pool, self.settings, self.metrics = pool, settings, Metrics()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self.shutdown = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self.port = await serve_on_free_port(
+                nursery, self.pool, self.settings, shutdown=self.shutdown, metrics=self.metrics
+            )
+            self._ready.set()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the server did not start")
+        return self
+
+    def begin_shutdown(self) -> None:
+        """Start the graceful shutdown (callable from any thread, without blocking)."""
+        self._token.run_sync_soon(self.shutdown.set)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self.begin_shutdown()
+            except trio.RunFinishedError:
+                pass  # it finished shutting down meanwhile
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
 
 async def serve_until_signal(

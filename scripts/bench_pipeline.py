@@ -35,10 +35,11 @@ import trio_websocket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.base import CancelToken
-from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
+from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, encode
 from realtime.cli import build_pipeline, session_defaults
 from realtime.cli import parse_args as parse_cli_args
+from realtime.server import serve_on_free_port
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -153,18 +154,9 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     barge_last_audio: list[float] = []
     async with trio.open_nursery() as nursery:
         shutdown = trio.Event()
-        addresses = await nursery.start(
-            lambda task_status: serve(
-                pool,
-                settings,
-                host="127.0.0.1",
-                port=0,
-                shutdown=shutdown,
-                metrics=metrics,
-                task_status=task_status,
-            )
+        port = await serve_on_free_port(
+            nursery, pool, settings, shutdown=shutdown, graceful_timeout_s=10.0, metrics=metrics
         )
-        port = int(addresses[0].rsplit(":", 1)[1])
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
         async with trio_websocket.open_websocket_url(url) as ws:
             talker = Talker(ws)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
-import functools
 import io
 import json
 import os
@@ -67,7 +66,8 @@ from engines.base import (
     Usage,
 )
 from protocol.turns import MIN_SPEECH_MS
-from realtime import AppSettings, Metrics, Pipeline, PipelinePool, serve
+from realtime import AppSettings, Metrics, Pipeline, PipelinePool
+from realtime.server import serve_on_free_port
 from realtime.session import ENGINE_RATE, Outbox, SessionRunner
 
 HOST = "127.0.0.1"
@@ -317,19 +317,9 @@ async def run_phase(
     """Serve ``pool`` while this script's ``--client`` runs ``client``; the client's result."""
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(
-            functools.partial(
-                serve,
-                pool,
-                AppSettings(),
-                host=HOST,
-                port=0,
-                shutdown=shutdown,
-                graceful_timeout_s=2.0,
-                metrics=Metrics(),
-            )
+        port = await serve_on_free_port(
+            nursery, pool, AppSettings(), shutdown=shutdown, host=HOST, metrics=Metrics()
         )
-        port = int(addresses[0].rsplit(":", 1)[1])
         client = {**client, "url": f"ws://{HOST}:{port}/v1/realtime?model=gpt-realtime"}
         command = [sys.executable, os.path.abspath(__file__), "--client", json.dumps(client)]
         result: dict[str, Any] = {}

@@ -50,9 +50,10 @@ from bench_pipeline import QUESTIONS, Talker, quantiles
 
 from engines.base import CancelToken
 from engines.smart_turn import SmartTurn
-from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions, serve
+from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, encode
 from realtime.cli import build_pipeline, parse_args
+from realtime.server import serve_on_free_port
 
 #: sentences with a pause where a speaker may stop to think
 SPLIT_SENTENCES = [
@@ -115,12 +116,9 @@ async def talking(pool: PipelinePool, speculative: bool) -> AsyncIterator[Talker
     settings = AppSettings(session=SessionOptions(speculative=speculative))
     async with trio.open_nursery() as nursery:
         shutdown = trio.Event()
-        addresses = await nursery.start(
-            lambda task_status: serve(
-                pool, settings, host="127.0.0.1", port=0, shutdown=shutdown, task_status=task_status
-            )
+        port = await serve_on_free_port(
+            nursery, pool, settings, shutdown=shutdown, graceful_timeout_s=10.0
         )
-        port = int(addresses[0].rsplit(":", 1)[1])
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
         async with trio_websocket.open_websocket_url(url) as ws:
             talker = Talker(ws)

@@ -27,19 +27,18 @@ import platform
 import resource
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realtime import AppSettings, Metrics, serve
+from realtime import AppSettings
 from realtime.calls import CallSettings
+from realtime.server import ServerThread
 from scripts.bench_server import zero_cost_pool
 
 SPEECH_S = 0.5
@@ -55,42 +54,6 @@ def tone(seconds: float, rate: int) -> np.ndarray:
 
 
 # --- the server (this process) ---------------------------------------------------------------
-
-
-class Server:
-    def __init__(self) -> None:
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        self._shutdown = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
-        settings = AppSettings(calls=CallSettings(host_addresses=("127.0.0.1",)))
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(
-                lambda task_status: serve(
-                    zero_cost_pool(1),
-                    settings,
-                    host="127.0.0.1",
-                    port=0,
-                    shutdown=self._shutdown,
-                    graceful_timeout_s=1.0,
-                    metrics=Metrics(),
-                    task_status=task_status,
-                )
-            )
-            self.port = int(addresses[0].rsplit(":", 1)[1])
-            self._ready.set()
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._token.run_sync_soon(self._shutdown.set)
-        self._thread.join(10)
 
 
 def cpu_s() -> float:
@@ -142,10 +105,14 @@ def bench(args: argparse.Namespace) -> None:
         "transport  turns  p50 ms   p90 ms   server CPU talking   server CPU idle"
         "   (end of speech -> first audio, client side; CPU: % of one core per call)"
     )
-    with Server() as server:
+    settings = AppSettings(calls=CallSettings(host_addresses=("127.0.0.1",)))
+    server = ServerThread(zero_cost_pool(1), settings).start()
+    try:
         for transport in ("websocket", "webrtc"):
             report = run_client(transport, server.port, args.turns, args.idle_s)
             print(summary(transport, report), flush=True)
+    finally:
+        server.stop()
 
 
 # --- the client (subprocess) -----------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import base64
 import ctypes
-import functools
 import gc
 import json
 import os
@@ -43,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_server import HOST, _lines, zero_cost_pool
 
 from protocol.invariants import SequenceChecker
-from realtime import AppSettings, Metrics, serve
+from realtime import AppSettings, Metrics
+from realtime.server import serve_on_free_port
 from tests.support import validate_with_sdk
 
 CHUNK_MS = 20
@@ -232,19 +232,9 @@ async def soak(args: argparse.Namespace) -> None:
         flush=True,
     )
     async with trio.open_nursery() as nursery:
-        addresses = await nursery.start(
-            functools.partial(
-                serve,
-                pool,
-                AppSettings(),
-                host=HOST,
-                port=0,
-                shutdown=shutdown,
-                graceful_timeout_s=2.0,
-                metrics=metrics,
-            )
+        port = await serve_on_free_port(
+            nursery, pool, AppSettings(), shutdown=shutdown, host=HOST, metrics=metrics
         )
-        port = int(addresses[0].rsplit(":", 1)[1])
         gc.collect()
         idle_before, heap_before = rss_mb(), traced_mb()
         config = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -14,8 +13,9 @@ import trio
 import trio_websocket
 
 from protocol.invariants import SequenceChecker
-from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions, serve
+from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions
 from realtime.calls import CallSettings
+from realtime.server import ServerThread
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.support import validate_with_sdk
 
@@ -30,52 +30,8 @@ def fake_pool(size: int = 1, transcription_sessions: int = 2, **llm: Any) -> Pip
     )
 
 
-class LiveServer:
-    def __init__(self, pool: PipelinePool, settings: AppSettings) -> None:
-        self.pool, self.settings, self.metrics = pool, settings, Metrics()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        self.shutdown = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(
-                lambda task_status: serve(
-                    self.pool,
-                    self.settings,
-                    host="127.0.0.1",
-                    port=0,
-                    shutdown=self.shutdown,
-                    graceful_timeout_s=2.0,
-                    metrics=self.metrics,
-                    task_status=task_status,
-                )
-            )
-            self.port = int(addresses[0].rsplit(":", 1)[1])
-            self._ready.set()
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        assert self._ready.wait(10), "server did not start"
-        return self
-
-    def begin_shutdown(self) -> None:
-        """Start the graceful shutdown (callable from any thread, without blocking)."""
-        self._token.run_sync_soon(self.shutdown.set)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            try:
-                self.begin_shutdown()
-            except trio.RunFinishedError:
-                pass  # it finished shutting down meanwhile
-        self._thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+#: the server in a thread of its own, on a free loopback port
+LiveServer = ServerThread
 
 
 @contextmanager
