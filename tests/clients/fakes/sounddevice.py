@@ -8,6 +8,7 @@ block at real-time pace, as PortAudio's callback thread does. Put this folder fi
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 import wave
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 
-class _FakeStream:
+class _FakeStream(abc.ABC):
     def __init__(
         self, *, samplerate: int, channels: int, dtype: str, blocksize: int, callback: Any
     ) -> None:
@@ -37,8 +38,9 @@ class _FakeStream:
         while not self._stop.wait(self.blocksize / self.rate):
             self.block()
 
+    @abc.abstractmethod
     def block(self) -> None:
-        raise NotImplementedError
+        """One block of the stream: the callback called as PortAudio would call it."""
 
 
 class InputStream(_FakeStream):
