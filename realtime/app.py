@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from .calls import CallRefused, Calls, error_body
-from .endpoint import AppSettings, RealtimeEndpoint, Router, offered_key
+from .endpoint import AppSettings, RealtimeEndpoint, Router, key_accepted, offered_key
 from .metrics import Metrics
 from .page import register_page
 from .pool import PipelinePool
@@ -45,10 +44,8 @@ def create_http_app(
         )
 
     def key_refused() -> Response | None:
-        if settings.api_key is None:
-            return None
-        key = offered_key({"authorization": request.headers.get("Authorization", "")}, []) or ""
-        if hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        offered = offered_key({"authorization": request.headers.get("Authorization", "")}, [])
+        if key_accepted(settings.api_key, offered):
             return None
         metrics.sessions_refused += 1
         return refusal(

@@ -21,8 +21,7 @@ import attrs
 import numpy as np
 import trio
 
-from protocol import ProtocolError, RealtimeConnection, encode_server_event
-from protocol import events as ev
+from protocol import ProtocolError, RealtimeConnection
 from protocol.session import deep_merge
 
 from .metrics import Metrics
@@ -97,11 +96,10 @@ class Call:
         self.audio_send, self.audio_receive = trio.open_memory_channel[Float32](AUDIO_QUEUE)
         self.playout_send, self.playout_receive = trio.open_memory_channel[str](64)
         self.channel_open = trio.Event()
-        self.ended = trio.Event()
         self.scope = trio.CancelScope()
         self.sidebands: dict[int, trio.MemorySendChannel[str]] = {}
         self.ended_callbacks: list[Callable[[], None]] = []
-        self.dropped_audio = 0
+        self.dropped_audio = 0  #: caller samples dropped because the session fell behind
         to_trio = rtc.to_trio
         self.peer = RtcPeer(
             PeerEvents(
@@ -302,7 +300,6 @@ class Calls:
         finally:
             del self.live[call.call_id]
             self.pool.release(pipeline)
-            call.ended.set()
             for callback in call.ended_callbacks:
                 callback()
             for key in list(call.sidebands):
@@ -315,6 +312,12 @@ class Calls:
                 except Exception:
                     log.exception("call %s: closing the peer failed", call.call_id)
             log.info("call %s ended after %.1f s", call.call_id, time.monotonic() - call.created)
+            if call.dropped_audio:
+                log.warning(
+                    "call %s: %.1f s of the caller's audio was dropped (the session fell behind)",
+                    call.call_id,
+                    call.dropped_audio / ENGINE_RATE,
+                )
 
     async def _run_session(self, call: Call, pipeline: Pipeline, options: SessionOptions) -> None:
         outbox = Outbox(options.outbox_high_water, options.send_timeout_s)
@@ -372,13 +375,6 @@ async def sideband(
             nursery.cancel_scope.cancel()
     finally:
         call.leave(key)
-
-
-def call_not_found(call_id: str) -> str:
-    error = ev.Error(
-        code="call_not_found", message=f"No live call with id {call_id!r}.", param="call_id"
-    )
-    return encode_server_event(error)
 
 
 def error_body(error: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import trio
 from protocol import encode_server_event
 from protocol import events as ev
 
-from .calls import Calls, CallSettings, call_not_found, sideband
+from .calls import Calls, CallSettings, sideband
 from .metrics import Metrics
 from .pool import PipelinePool, PoolExhausted
 from .session import Outbox, SessionOptions, SessionRunner
@@ -49,6 +49,13 @@ class AppSettings:
     api_key: str | None = None
     session: SessionOptions = attrs.Factory(SessionOptions)
     calls: CallSettings = attrs.Factory(CallSettings)
+
+
+def key_accepted(required: str | None, offered: str | None) -> bool:
+    """Whether a client may go on: the server requires no key, or ``offered`` is it."""
+    if required is None:
+        return True
+    return hmac.compare_digest((offered or "").encode(), required.encode())
 
 
 def offered_key(headers: Mapping[str, str], subprotocols: list[str]) -> str | None:
@@ -121,13 +128,11 @@ class RealtimeEndpoint:
         query: Mapping[str, list[str]],
     ) -> None:
         settings, metrics, pool = self.settings, self.metrics, self.pool
-        if settings.api_key is not None:
-            key = offered_key(headers, subprotocols) or ""
-            if not hmac.compare_digest(key.encode(), settings.api_key.encode()):
-                metrics.sessions_refused += 1
-                log.info("refused a connection: invalid API key")
-                await _refuse(send, "invalid_api_key", "Incorrect API key provided.", CLOSE_BAD_KEY)
-                return
+        if not key_accepted(settings.api_key, offered_key(headers, subprotocols)):
+            metrics.sessions_refused += 1
+            log.info("refused a connection: invalid API key")
+            await _refuse(send, "invalid_api_key", "Incorrect API key provided.", CLOSE_BAD_KEY)
+            return
         if self.shutdown.is_set():
             metrics.sessions_refused += 1
             await _refuse(
@@ -187,8 +192,8 @@ class RealtimeEndpoint:
         """Sideband control of a live WebRTC call: its events, both ways, until it ends."""
         call = None if self.calls is None else self.calls.live.get(call_id)
         if call is None:
-            await send({"type": "websocket.send", "text": call_not_found(call_id)})
-            await _close(send, CLOSE_POLICY, "invalid_request_error.call_not_found")
+            message = f"No live call with id {call_id!r}."
+            await _refuse(send, "call_not_found", message, CLOSE_POLICY, param="call_id")
             return
 
         async def send_text(frame: str) -> None:
@@ -203,13 +208,11 @@ async def _close(send: Send, code: int, reason: str) -> None:
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def _refuse(send: Send, code: str, message: str, close_code: int) -> None:
-    await send(
-        {
-            "type": "websocket.send",
-            "text": encode_server_event(ev.Error(code=code, message=message)),
-        }
-    )
+async def _refuse(
+    send: Send, code: str, message: str, close_code: int, param: str | None = None
+) -> None:
+    error = ev.Error(code=code, message=message, param=param)
+    await send({"type": "websocket.send", "text": encode_server_event(error)})
     await _close(send, close_code, f"invalid_request_error.{code}")
 
 

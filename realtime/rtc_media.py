@@ -80,7 +80,6 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._playing = False
         self._pts = 0
         self._start: float | None = None
-        self.played = 0  #: samples of queued audio sent so far
 
     @property
     def queued_samples(self) -> int:
@@ -117,7 +116,6 @@ class OutboundAudioTrack(MediaStreamTrack):
             else:
                 self._queue[0] = head[n:]
         self._queued -= filled
-        self.played += filled
         if filled and not self._playing:
             self._playing = True
             self._on_started()
