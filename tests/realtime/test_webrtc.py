@@ -149,16 +149,23 @@ def health(server: LiveServer) -> dict[str, Any]:
         return dict(json.load(response))
 
 
+async def post_offer(
+    server: LiveServer, caller: Caller, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """``caller``'s offer as a raw ``application/sdp`` body to ``/v1/realtime/calls``."""
+    return await asyncio.to_thread(
+        post,
+        f"http://127.0.0.1:{server.port}/v1/realtime/calls?model=gpt-realtime",
+        (await caller.offer()).encode(),
+        {"Content-Type": "application/sdp", **(headers or {})},
+    )
+
+
 @asynccontextmanager
 async def call(server: LiveServer) -> AsyncIterator[Caller]:
     """A connected call, its data channel open and ``session.created`` received."""
     caller = Caller()
-    status, headers, answer = await asyncio.to_thread(
-        post,
-        f"http://127.0.0.1:{server.port}/v1/realtime/calls?model=gpt-realtime",
-        (await caller.offer()).encode(),
-        {"Content-Type": "application/sdp"},
-    )
+    status, headers, answer = await post_offer(server, caller)
     assert status == 201, answer
     assert headers["content-type"].startswith("application/sdp")
     caller.location = headers["location"]
@@ -303,12 +310,7 @@ def test_a_call_beyond_the_pool_is_refused_with_503() -> None:
         async def body() -> None:
             async with call(server):
                 caller = Caller()
-                status, _, text = await asyncio.to_thread(
-                    post,
-                    f"http://127.0.0.1:{server.port}/v1/realtime/calls",
-                    (await caller.offer()).encode(),
-                    {"Content-Type": "application/sdp"},
-                )
+                status, _, text = await post_offer(server, caller)
                 await caller.close()
                 assert status == 503
                 assert json.loads(text)["error"]["code"] == "session_limit_reached"
@@ -323,12 +325,7 @@ def test_a_call_that_never_connects_releases_its_slot() -> None:
 
         async def body() -> None:
             caller = Caller()
-            status, _, _ = await asyncio.to_thread(
-                post,
-                f"http://127.0.0.1:{server.port}/v1/realtime/calls",
-                (await caller.offer()).encode(),
-                {"Content-Type": "application/sdp"},
-            )
+            status, _, _ = await post_offer(server, caller)
             assert status == 201
             await caller.close()  # never applies the answer
             assert health(server)["pipelines_in_use"] == 1
@@ -387,15 +384,10 @@ def test_a_call_needs_the_api_key_when_the_server_has_one() -> None:
 
         async def body() -> None:
             caller = Caller()
-            offer = (await caller.offer()).encode()
-            url = f"http://127.0.0.1:{server.port}/v1/realtime/calls"
-            sdp = {"Content-Type": "application/sdp"}
-            status, _, text = await asyncio.to_thread(post, url, offer, sdp)
+            status, _, text = await post_offer(server, caller)
             assert status == 401
             assert json.loads(text)["error"]["code"] == "invalid_api_key"
-            status, _, _ = await asyncio.to_thread(
-                post, url, offer, {**sdp, "Authorization": "Bearer sekrit"}
-            )
+            status, _, _ = await post_offer(server, caller, {"Authorization": "Bearer sekrit"})
             assert status == 201
             await caller.close()
 
