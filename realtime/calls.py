@@ -231,10 +231,6 @@ class Calls:
             raise CallRefused(
                 503, "server_shutting_down", "The server is shutting down.", "server_error"
             )
-        if "m=audio" not in offer_sdp:
-            raise CallRefused(
-                400, "invalid_offer", "The SDP offer has no audio section.", "invalid_request_error"
-            )
         defaults = self.options.session_defaults
         if session:
             defaults = deep_merge(defaults, session)

@@ -417,3 +417,13 @@ def test_a_sideband_connection_ends_with_its_call() -> None:
                     assert error["error"]["code"] == "call_not_found"
 
         asyncio.run(body())
+
+
+def test_an_offer_that_cannot_be_answered_is_a_400_and_keeps_no_slot() -> None:
+    with webrtc_server() as server:
+        url = f"http://127.0.0.1:{server.port}/v1/realtime/calls"
+        for body in (b"", b"not sdp"):
+            status, _, text = post(url, body, {"Content-Type": "application/sdp"})
+            assert status == 400
+            assert json.loads(text)["error"]["code"] == "invalid_offer"
+        assert health(server)["pipelines_in_use"] == 0
