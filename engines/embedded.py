@@ -49,7 +49,8 @@ def load_llm(**options: Any) -> LLM:
 
 
 def load_tts(**options: Any) -> TTS:
-    """:class:`~engines.piper_tts.PiperTTS` options: ``voice``, ``voices_dir``, ``threads``."""
+    """:class:`~engines.piper_tts.PiperTTS` options: ``voice``, ``voices_dir``, ``threads``,
+    ``noise_scale``, ``noise_w_scale``."""
     from engines.piper_tts import PiperTTS
 
     return _timed("tts", PiperTTS, options)

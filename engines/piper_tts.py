@@ -27,7 +27,11 @@ class PiperTTS:
     ``voice`` is the path of the default ``.onnx`` voice (its ``.onnx.json`` config beside it);
     by default the joe voice (22 050 Hz). ``voices_dir`` adds every ``*.onnx`` voice found
     there, named by file stem; a voice with another sample rate is resampled to
-    :attr:`sample_rate`."""
+    :attr:`sample_rate`.
+
+    ``noise_scale`` and ``noise_w_scale`` override every voice's own amounts of generator and
+    phoneme-length noise (VITS draws them at random, so the same text never sounds quite the
+    same twice); 0 for both makes the speech for a text the same on every call."""
 
     def __init__(
         self,
@@ -35,7 +39,13 @@ class PiperTTS:
         voice: str | Path | None = None,
         voices_dir: str | Path | None = None,
         threads: int = 1,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
     ) -> None:
+        for name, value in (("noise_scale", noise_scale), ("noise_w_scale", noise_w_scale)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        self._noise = {"noise_scale": noise_scale, "noise_w_scale": noise_w_scale}
         self._ort = import_runtime(ENGINE, "onnxruntime", "onnxruntime")
         self._piper = import_runtime(ENGINE, "piper", "piper-tts")
         default_path = (
@@ -65,7 +75,9 @@ class PiperTTS:
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
         piper_voice = self._voice(voice if voice in self._paths else self.default_voice)
-        config = self._piper.SynthesisConfig(length_scale=piper_voice.config.length_scale / speed)
+        config = self._piper.SynthesisConfig(
+            length_scale=piper_voice.config.length_scale / speed, **self._noise
+        )
         source_rate = piper_voice.config.sample_rate
         chunks = iter(piper_voice.synthesize(text, syn_config=config))
         # Checked before each sentence: the ONNX run for a sentence happens inside next().

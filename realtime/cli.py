@@ -293,6 +293,17 @@ def parser() -> argparse.ArgumentParser:
     )
     engines.add_argument("--tts_voices_dir", help="piper: directory of extra voices")
     engines.add_argument(
+        "--tts_noise_scale",
+        type=float,
+        help="piper: generator noise (default: the voice's own; 0 with --tts_noise_w_scale 0 "
+        "speaks a text the same way every time)",
+    )
+    engines.add_argument(
+        "--tts_noise_w_scale",
+        type=float,
+        help="piper: phoneme-length noise (default: the voice's own)",
+    )
+    engines.add_argument(
         "--tts_model",
         help="qwen: a hub id or a local checkpoint directory (default "
         "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice); remote: the served model (default "
@@ -425,7 +436,13 @@ def build_tts(args: argparse.Namespace, threads: int) -> TTS:
     if args.tts == "piper":
         from engines import embedded
 
-        options = {"voice": args.tts_voice, "voices_dir": args.tts_voices_dir, "threads": threads}
+        options = {
+            "voice": args.tts_voice,
+            "voices_dir": args.tts_voices_dir,
+            "threads": threads,
+            "noise_scale": args.tts_noise_scale,
+            "noise_w_scale": args.tts_noise_w_scale,
+        }
         return embedded.load_tts(**_drop_none(options))
     if args.tts == "qwen":
         from engines.qwen_tts import QwenTTS

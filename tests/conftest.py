@@ -13,9 +13,14 @@ from engines.embedded import EmbeddedEngines, load_embedded
 
 @pytest.fixture(scope="session")
 def embedded() -> EmbeddedEngines:
-    """The real embedded engines, loaded once (their weights ship in the ``embedded`` extra)."""
+    """The real embedded engines, loaded once (their weights ship in the ``embedded`` extra).
+
+    Piper's noise is off, so the speech the tests synthesize and transcribe is the same on
+    every run (with it on, an occasional take of a word is heard as another word)."""
     try:
-        return load_embedded(threads=2, llm={"n_ctx": 1024})
+        return load_embedded(
+            threads=2, llm={"n_ctx": 1024}, tts={"noise_scale": 0.0, "noise_w_scale": 0.0}
+        )
     except MissingDependency as error:
         pytest.skip(str(error))
 

@@ -87,3 +87,20 @@ def test_voices_dir_adds_voices_and_resamples_other_rates(tmp_path):
     native = sum(len(c) for c in tts.synthesize("Hello there.", voice=None, speed=1, cancel=cancel))
     slow = sum(len(c) for c in tts.synthesize("Hello there.", voice="slow", speed=1, cancel=cancel))
     assert slow == pytest.approx(native * 22_050 / 16_000, rel=0.25)
+
+
+def test_noise_off_speaks_a_text_the_same_way_every_time(tts):
+    # The suite's engines are loaded with noise_scale=0 and noise_w_scale=0 (tests/conftest.py).
+    first, second = (np.concatenate(chunks(tts, "What is the capital of France?")) for _ in "ab")
+    assert np.array_equal(first, second)
+
+
+def test_the_voices_own_noise_varies_each_take():
+    noisy = PiperTTS(threads=1)
+    takes = [np.concatenate(chunks(noisy, "What is the capital of France?")) for _ in range(3)]
+    assert not all(np.array_equal(takes[0], take) for take in takes[1:])
+
+
+def test_noise_must_not_be_negative():
+    with pytest.raises(ValueError, match="noise_w_scale"):
+        PiperTTS(noise_w_scale=-0.1)

@@ -8,6 +8,7 @@ import pytest
 
 import engines.mlx_llm
 import engines.parakeet_stt
+import engines.piper_tts
 import engines.qwen_tts
 import engines.remote_audio
 import engines.transformers_llm
@@ -93,6 +94,21 @@ def test_remote_speech_engines_need_a_base_url() -> None:
         build_stt(parse_args(["--stt=remote"]), threads=1)
     with pytest.raises(SystemExit, match="--tts_base_url"):
         build_tts(parse_args(["--tts=remote"]), threads=1)
+
+
+def test_piper_gets_its_voice_and_noise_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines.piper_tts, "PiperTTS", Recorded)
+    args = parse_args(
+        ["--tts_voice=/voices/amy.onnx", "--tts_noise_scale=0", "--tts_noise_w_scale=0.2"]
+    )
+    tts = build_tts(args, threads=2)
+    assert isinstance(tts, Recorded)
+    assert tts.options == {
+        "voice": "/voices/amy.onnx",
+        "threads": 2,
+        "noise_scale": 0.0,
+        "noise_w_scale": 0.2,
+    }
 
 
 def test_remote_speech_engines_get_their_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
