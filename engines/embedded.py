@@ -34,7 +34,7 @@ def load_vad(**options: Any) -> VAD:
 
 def load_stt(**options: Any) -> STT:
     """:class:`~engines.whisper_stt.WhisperSTT` options: ``model_path``, ``compute_type``,
-    ``threads``, ``language``, ``beam_size``."""
+    ``threads``, ``language``, ``beam_size``, ``min_window_s``."""
     from engines.whisper_stt import WhisperSTT
 
     return _timed("stt", WhisperSTT, options)

@@ -268,9 +268,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     @rule(data=st.data(), kind=st.sampled_from(["delta", "done", "failed"]))
     def transcript(self, data: st.DataObject, kind: str) -> None:
         live = [self.conn.speech_item_id] if self.conn.speech_item_id else []
-        item_id = draw_mostly(
-            data, [*self.pending_in_order(), *live], self.stale_items
-        )
+        item_id = draw_mostly(data, [*self.pending_in_order(), *live], self.stale_items)
         if kind == "delta":
             self.d.feed(
                 ins.TranscriptDelta(item_id, data.draw(st.sampled_from(["Hi", " you", ""])))

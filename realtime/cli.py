@@ -212,6 +212,13 @@ def parser() -> argparse.ArgumentParser:
     engines.add_argument(
         "--stt_beam_size", type=int, default=5, help="whisper: beam size of finals"
     )
+    engines.add_argument(
+        "--stt_min_window_s",
+        type=float,
+        default=10.0,
+        help="whisper: the shortest encoder window for a short segment, in seconds; 30 always "
+        "uses Whisper's full window (slower, a little more accurate)",
+    )
     engines.add_argument("--stt_language", default="en", help="language code, or 'auto'")
     engines.add_argument(
         "--stt_base_url", help="remote STT: the API's base URL, e.g. http://host:8000/v1"
@@ -408,6 +415,7 @@ def build_stt(args: argparse.Namespace, threads: int) -> STT:
             "model_path": args.stt_model_path,
             "compute_type": args.stt_compute_type,
             "beam_size": args.stt_beam_size,
+            "min_window_s": args.stt_min_window_s,
             "language": language,
             "threads": threads,
         }

@@ -12,6 +12,7 @@ import engines.piper_tts
 import engines.qwen_tts
 import engines.remote_audio
 import engines.transformers_llm
+import engines.whisper_stt
 from realtime.cli import build_llm, build_stt, build_tts, parse_args, parser
 
 
@@ -94,6 +95,19 @@ def test_remote_speech_engines_need_a_base_url() -> None:
         build_stt(parse_args(["--stt=remote"]), threads=1)
     with pytest.raises(SystemExit, match="--tts_base_url"):
         build_tts(parse_args(["--tts=remote"]), threads=1)
+
+
+def test_whisper_gets_its_decoding_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines.whisper_stt, "WhisperSTT", Recorded)
+    stt = build_stt(parse_args(["--stt_min_window_s=30", "--stt_beam_size=2"]), threads=2)
+    assert isinstance(stt, Recorded)
+    assert stt.options == {
+        "compute_type": "int8",
+        "beam_size": 2,
+        "min_window_s": 30.0,
+        "language": "en",
+        "threads": 2,
+    }
 
 
 def test_piper_gets_its_voice_and_noise_options(monkeypatch: pytest.MonkeyPatch) -> None:
