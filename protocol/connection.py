@@ -45,7 +45,14 @@ from .playout import Playout
 from .responses import Phase, ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
 from .speculation import Speculation
-from .turns import SpeechPause, SpeechResume, SpeechStart, SpeechStop, TurnDetector
+from .turns import (
+    SpeechPause,
+    SpeechRescore,
+    SpeechResume,
+    SpeechStart,
+    SpeechStop,
+    TurnDetector,
+)
 
 #: OpenAI refuses to commit less audio than this
 MIN_COMMIT_MS = 100
@@ -341,6 +348,12 @@ class RealtimeConnection:
                 self._cancel(self.responses[self.default_response_id], "turn_detected", out)
         elif isinstance(signal, SpeechPause):
             self._on_pause(signal, out)
+        elif isinstance(signal, SpeechRescore):
+            assert self.speech_item_id is not None
+            start = self._segment_start()
+            out.effects.append(
+                ScoreTurn(self.speech_item_id, signal.pause_id, start, signal.audio_end_ms)
+            )
         elif isinstance(signal, SpeechResume):
             self._abandon_speculation(out)
         elif isinstance(signal, SpeechStop):

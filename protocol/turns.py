@@ -22,7 +22,10 @@ A frame is *speech* at or above the session's threshold, *silence* below
   - ``semantic_vad`` with a turn model: the model's P(complete) for the current pause is at
     least :data:`COMPLETE_THRESHOLD` (:meth:`TurnDetector.scored`), or the silence reached
     :data:`SEMANTIC_MAX_WAIT_MS` of the session's eagerness. Low eagerness waits longest:
-    low 4000 ms, medium and auto 2000 ms, high 1000 ms.
+    low 4000 ms, medium and auto 2000 ms, high 1000 ms. The model scores the pause when it
+    starts and again every :data:`RESCORE_EVERY_MS` of silence after that (signal
+    :class:`SpeechRescore`): the model hears the silence too, and an utterance it found
+    unfinished at 200 ms often reads as finished a little later.
   - ``semantic_vad`` without a turn model (the model file is not installed): a fixed silence
     window per eagerness, ``TurnDetection.silence_duration_ms`` (low 1200 ms, medium and auto
     600 ms, high 300 ms).
@@ -51,6 +54,9 @@ COMPLETE_THRESHOLD = 0.5
 #: ``semantic_vad`` with a turn model: silence (ms) after which the turn ends whatever the
 #: model said, by eagerness
 SEMANTIC_MAX_WAIT_MS: dict[str, int] = {"low": 4000, "medium": 2000, "auto": 2000, "high": 1000}
+#: ``semantic_vad`` with a turn model: a pause is scored again after each further this many ms
+#: of silence, up to the eagerness' longest wait
+RESCORE_EVERY_MS = 400
 
 
 class VoiceState(enum.Enum):
@@ -74,6 +80,15 @@ class SpeechPause:
 
 
 @attrs.frozen
+class SpeechRescore:
+    """The pause ``pause_id`` goes on: the turn model scores it again, with the silence up to
+    ``audio_end_ms``."""
+
+    audio_end_ms: int
+    pause_id: int
+
+
+@attrs.frozen
 class SpeechResume:
     """Speech came back after a :class:`SpeechPause`: the turn goes on."""
 
@@ -85,7 +100,7 @@ class SpeechStop:
     speech_after_pause: bool = False
 
 
-Signal = SpeechStart | SpeechPause | SpeechResume | SpeechStop
+Signal = SpeechStart | SpeechPause | SpeechRescore | SpeechResume | SpeechStop
 
 
 @attrs.define
@@ -103,6 +118,7 @@ class TurnDetector:
     speech_after_pause: bool = False
     position_ms: int = 0  #: end of the last frame fed
     pause_id: int = 0  #: the current (or last) pause's id
+    next_score_ms: int = 0  #: the silence (ms) at which the pause is scored again
 
     @property
     def end_of_turn_ms(self) -> int:
@@ -149,7 +165,15 @@ class TurnDetector:
                 self.state = VoiceState.PAUSE
                 self.pause_id += 1
                 self.resume_ms, self.speech_after_pause = 0, False
+                self.next_score_ms = PAUSE_MS + RESCORE_EVERY_MS
                 return SpeechPause(audio_end_ms=end_ms, pause_id=self.pause_id)
+            if (
+                self.state is VoiceState.PAUSE
+                and self.scores_pauses
+                and self.silence_ms >= self.next_score_ms
+            ):
+                self.next_score_ms += RESCORE_EVERY_MS
+                return SpeechRescore(audio_end_ms=end_ms, pause_id=self.pause_id)
             return None
         self.silence_ms = 0
         if self.state is VoiceState.PAUSE:

@@ -6,7 +6,8 @@ client and sockets.
 
 A script is a list of :class:`Reply`, one per request, taken in order. A reply's steps are
 events (dicts, sent as they are; a transcription's one dict is its JSON body), audio (bytes,
-each one chunk of a speech body), pauses (seconds, as floats), :data:`STALL` and :data:`DROP`.
+each one chunk of a speech body), pauses (seconds, as floats), gates (a ``threading.Event``
+the reply waits for, set by the test), :data:`STALL` and :data:`DROP`.
 The builders :class:`ResponsesScript` and :class:`ChatScript` write the events of each API in
 the same terms, so one test can script either; :class:`AudioScript` writes the audio answers."""
 
@@ -31,7 +32,7 @@ STALL = "stall"
 #: A step that closes the connection at once, in the middle of the reply's body.
 DROP = "drop"
 
-Step = dict[str, Any] | bytes | float | str
+Step = dict[str, Any] | bytes | float | str | threading.Event
 Call = tuple[str, str, list[str]]  #: (call_id, name, the arguments' streamed pieces)
 
 
@@ -179,6 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(step, float | int):
                 if self._client_left(step):
                     return "left"
+                continue
+            if isinstance(step, threading.Event):
+                while not step.is_set():
+                    if self._client_left(0.02):
+                        return "left"
                 continue
             if isinstance(step, bytes):
                 self._chunk(step)

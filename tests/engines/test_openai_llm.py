@@ -145,10 +145,12 @@ def test_no_tools_sends_no_tool_choice(api: Api) -> None:
 
 def test_text_streams_before_the_server_finishes(api: Api, server: FakeOpenAIServer) -> None:
     s = api.script
-    server.script([*s.start(), *s.text("Hel"), 0.5, *s.text("lo", " there."), *s.end(12, 3)])
+    gate = threading.Event()  # the server holds the rest of the answer until it is set
+    server.script([*s.start(), *s.text("Hel"), gate, *s.text("lo", " there."), *s.end(12, 3)])
     stream = api.engine().stream(HELLO, CancelToken())
     assert next(stream) == TextDelta("Hel")
     assert not server.finished.is_set()
+    gate.set()
     rest = list(stream)
     assert server.finished.is_set()
     assert rest == [TextDelta("lo"), TextDelta(" there."), Usage(12, 3)]

@@ -15,8 +15,10 @@ from protocol.turns import (
     HYSTERESIS,
     MIN_SPEECH_MS,
     PAUSE_MS,
+    RESCORE_EVERY_MS,
     SEMANTIC_MAX_WAIT_MS,
     SpeechPause,
+    SpeechRescore,
     SpeechResume,
     SpeechStart,
     SpeechStop,
@@ -280,8 +282,28 @@ def test_semantic_vad_incomplete_score_waits_up_to_the_eagerness_maximum(eagerne
     wait = SEMANTIC_MAX_WAIT_MS[eagerness]
     frames = -(-wait // FRAME)
     signals = run(td, 384, [0.0] * (frames - PAUSE_FRAMES))
-    assert [type(s) for _, s in signals] == [SpeechStop]
-    assert signals[0][0] == 160 + frames * FRAME
+    rescores = len(range(PAUSE_MS + RESCORE_EVERY_MS, wait, RESCORE_EVERY_MS))
+    assert [type(s) for _, s in signals] == [SpeechRescore] * rescores + [SpeechStop]
+    assert all(s.pause_id == pause.pause_id for _, s in signals[:-1])
+    assert signals[-1][0] == 160 + frames * FRAME
+
+
+def test_semantic_vad_scores_a_pause_again_as_the_silence_goes_on() -> None:
+    td = semantic("auto")
+    (_, pause) = run(td, 0, [0.9] * 5 + [0.0] * PAUSE_FRAMES)[-1]
+    assert td.scored(pause.pause_id, 0.2) is None
+    frames = -(-(PAUSE_MS + RESCORE_EVERY_MS) // FRAME) - PAUSE_FRAMES
+    signals = run(td, 384, [0.0] * frames)
+    rescore_end = 160 + (PAUSE_FRAMES + frames) * FRAME
+    assert signals == [(rescore_end, SpeechRescore(rescore_end, pause_id=pause.pause_id))]
+    run(td, rescore_end, [0.0] * 2)  # the model answers two frames later
+    assert td.scored(pause.pause_id, 0.9) == SpeechStop(rescore_end + 2 * FRAME)
+
+
+def test_server_vad_pauses_are_never_scored_again() -> None:
+    td = detector(silence_duration_ms=2000)
+    signals = run(td, 0, [0.9] * 5 + [0.0] * 70)
+    assert [type(s) for _, s in signals] == [SpeechStart, SpeechPause, SpeechStop]
 
 
 def test_eagerness_orders_the_maximum_waits() -> None:
@@ -297,7 +319,7 @@ def test_speech_resuming_makes_the_pause_score_stale_and_restarts_the_wait() -> 
     # the wait starts again from this silence
     frames = -(-SEMANTIC_MAX_WAIT_MS["high"] // FRAME)
     signals = run(td, 448, [0.0] * frames)
-    assert [type(s) for _, s in signals] == [SpeechPause, SpeechStop]
+    assert [type(s) for _, s in signals] == [SpeechPause, SpeechRescore, SpeechStop]
     assert signals[-1][0] == 448 + frames * FRAME
 
 
@@ -366,6 +388,29 @@ def test_semantic_vad_complete_turn_is_committed_and_answered_at_once() -> None:
     assert events[0]["item_id"] == started["item_id"]
     (commit,) = effects_of(d, CommitInputAudio)
     assert commit.end_ms == events[0]["audio_end_ms"]
+
+
+def test_a_rescore_asks_for_a_score_of_the_longer_silence_and_can_end_the_turn() -> None:
+    d = semantic_driver()
+    vad(d, 320, 0.9)
+    vad(d, PAUSE_FRAMES * FRAME, 0.0)
+    (first,) = effects_of(d, ScoreTurn)
+    assert d.feed(TurnScored(first.item_id, first.pause_id, 0.2)) == []
+    d.effects.clear()
+    assert vad(d, RESCORE_EVERY_MS, 0.0) == []  # sent nothing, asked for a score
+    (again,) = effects_of(d, ScoreTurn)
+    assert (again.item_id, again.pause_id, again.start_ms) == (
+        first.item_id,
+        first.pause_id,
+        first.start_ms,
+    )
+    rescore_frames = -(-(PAUSE_MS + RESCORE_EVERY_MS) // FRAME)
+    assert again.end_ms == first.end_ms + (rescore_frames - PAUSE_FRAMES) * FRAME
+    events = d.feed(TurnScored(again.item_id, again.pause_id, 0.9))
+    assert types(events)[:2] == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+    ]
 
 
 def test_semantic_vad_incomplete_or_stale_scores_send_nothing() -> None:

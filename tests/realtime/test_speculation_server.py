@@ -18,6 +18,7 @@ import trio
 import trio.testing
 
 from engines.base import CancelToken, FloatAudio, LLMEvent, LLMRequest
+from protocol.turns import PAUSE_MS, RESCORE_EVERY_MS
 from realtime import Pipeline, PipelinePool
 from realtime.pool import EngineLimiter
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
@@ -51,17 +52,18 @@ class FakeCountingLLM(FakeLLM):
 
 
 class FakeTurnModel:
-    """Says every utterance is complete with one fixed probability; counts its calls."""
+    """Says every utterance is complete with one fixed probability, or with the next of a
+    list of them (the last one repeating); counts its calls."""
 
     sample_rate = 16_000
 
-    def __init__(self, probability: float) -> None:
-        self.probability_value = probability
+    def __init__(self, probability: float | list[float]) -> None:
+        self.probabilities = probability if isinstance(probability, list) else [probability]
         self.calls: list[int] = []
 
     def probability(self, audio: FloatAudio) -> float:
         self.calls.append(len(audio))
-        return self.probability_value
+        return self.probabilities[min(len(self.calls), len(self.probabilities)) - 1]
 
 
 def pool(
@@ -366,6 +368,25 @@ def test_semantic_vad_waits_out_an_incomplete_turn() -> None:
                 assert types(events)[0] == "input_audio_buffer.speech_started"
                 stopped = next(e for e in events if e["type"].endswith("speech_stopped"))
                 assert stopped["audio_end_ms"] >= 800 + 1000  # high eagerness' longest wait
+
+        trio.run(body)
+
+
+def test_semantic_vad_ends_the_turn_when_a_later_score_of_the_pause_finds_it_complete() -> None:
+    model = FakeTurnModel([0.1, 0.9])
+    with live_server(pool(turn_model=model), live_transcription=False) as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                await client.update_session(
+                    audio={"input": {"turn_detection": {"type": "semantic_vad"}}}  # auto: 2 s
+                )
+                await client.append(tone_pcm(800) + silence_pcm(1500))
+                events = await client.until("response.done")
+                stopped = next(e for e in events if e["type"].endswith("speech_stopped"))
+                # the second score, after PAUSE_MS + RESCORE_EVERY_MS of silence, ended it
+                assert 800 + PAUSE_MS + RESCORE_EVERY_MS <= stopped["audio_end_ms"] < 800 + 1000
+                assert len(model.calls) == 2 and model.calls[1] > model.calls[0]
 
         trio.run(body)
 
