@@ -20,7 +20,9 @@ so the server has its event loop and its CPU time to itself. Figures are printed
    threads) between the client's start and end marks, as % of one core per second of input audio
    per session, and per append. Target: < 2 %. The cost is mostly per append, and an append after
    an idle gap costs more than one in a busy loop (cold caches: the first line printed says what
-   one Trio wake-up costs here), so a faster pace or more sessions give lower figures.
+   one Trio wake-up costs here), so a faster pace or more sessions give lower figures. After
+   each row, the same clients against hypercorn alone, configured as the server configures it,
+   with an app that drops every message: the floor the transport sets under the figure.
 
 Usage: ``python scripts/bench_server.py [--turns 50] [--seconds 25] [--speedup 1]
 [--sessions 1,4] [--chunk-ms 20] [--profile]``.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import functools
 import io
 import json
 import os
@@ -51,6 +54,7 @@ from typing import Any
 import numpy as np
 import trio
 import trio_websocket
+from hypercorn.trio import serve as hypercorn_serve
 
 # the repository root: the venv's editable install maps ``realtime`` as a namespace package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,7 +71,7 @@ from engines.base import (
 )
 from protocol.turns import MIN_SPEECH_MS
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool
-from realtime.server import serve_on_free_port
+from realtime.server import hypercorn_config, serve_on_free_port
 from realtime.session import ENGINE_RATE, Outbox, SessionRunner
 
 HOST = "127.0.0.1"
@@ -311,15 +315,48 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
             yield line.decode()
 
 
+async def discard_everything(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that opens a WebSocket the way the server does (``session.created`` first)
+    and drops every message: what hypercorn and wsproto alone cost per append."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] != "websocket" or (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps({"type": "session.created"})})
+    while (await receive())["type"] == "websocket.receive":
+        pass
+
+
+async def serve_discarding(nursery: trio.Nursery, shutdown: trio.Event) -> int:
+    """:func:`discard_everything` on hypercorn, configured as the server configures it; the
+    port."""
+    config = hypercorn_config(HOST, 0, graceful_timeout_s=1.0)
+    serve = functools.partial(
+        hypercorn_serve, discard_everything, config, shutdown_trigger=shutdown.wait
+    )
+    addresses = await nursery.start(serve)
+    return int(addresses[0].rsplit(":", 1)[1])
+
+
 async def run_phase(
-    pool: PipelinePool, client: dict[str, Any], on_mark: Callable[[str], None] | None = None
+    pool: PipelinePool | None,
+    client: dict[str, Any],
+    on_mark: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Serve ``pool`` while this script's ``--client`` runs ``client``; the client's result."""
+    """Serve ``pool`` (None: :func:`discard_everything`) while this script's ``--client`` runs
+    ``client``; the client's result."""
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        port = await serve_on_free_port(
-            nursery, pool, AppSettings(), shutdown=shutdown, host=HOST, metrics=Metrics()
-        )
+        if pool is None:
+            port = await serve_discarding(nursery, shutdown)
+        else:
+            port = await serve_on_free_port(
+                nursery, pool, AppSettings(), shutdown=shutdown, host=HOST, metrics=Metrics()
+            )
         client = {**client, "url": f"ws://{HOST}:{port}/v1/realtime?model=gpt-realtime"}
         command = [sys.executable, os.path.abspath(__file__), "--client", json.dumps(client)]
         result: dict[str, Any] = {}
@@ -437,8 +474,14 @@ async def bench_barge_in(turns: int, seed: int) -> list[str]:
 
 
 async def bench_cpu(
-    sessions: int, seconds: float, speedup: float, chunk_ms: int, profile: bool
+    sessions: int,
+    seconds: float,
+    speedup: float,
+    chunk_ms: int,
+    profile: bool,
+    transport_only: bool = False,
 ) -> tuple[str, str | None]:
+    """One row of the CPU table; ``transport_only``: against :func:`discard_everything`."""
     marks: dict[str, tuple[float, float, float]] = {}
     profiler = cProfile.Profile(time.thread_time) if profile else None  # CPU, not wall
 
@@ -449,7 +492,7 @@ async def bench_cpu(
             (profiler.enable if mark == "START" else profiler.disable)()
 
     client = await run_phase(
-        zero_cost_pool(sessions),
+        None if transport_only else zero_cost_pool(sessions),
         {
             "phase": "cpu",
             "sessions": sessions,
@@ -467,7 +510,8 @@ async def bench_cpu(
     line = (
         f"{sessions:>8} {seconds:>9.0f} {wall:>7.1f} {cpu:>9.2f} {trio_thread:>11.2f} "
         f"{max(0.0, cpu - trio_thread):>8.2f} {per_append:>11.0f} {per_session_second:>10.2f} % "
-        f"{client['cpu_s']:>10.2f} {client['responses']:>9}  < 2 %"
+        f"{client['cpu_s']:>10.2f} {client['responses']:>9}  "
+        + ("(hypercorn + wsproto alone)" if transport_only else "< 2 %")
     )
     report = None
     if profiler is not None:
@@ -525,6 +569,11 @@ async def bench(args: argparse.Namespace) -> None:
         print(line, flush=True)
         if report:
             reports.append(report)
+        if not args.no_transport_floor:
+            line, _ = await bench_cpu(
+                sessions, args.seconds, args.speedup, args.chunk_ms, False, transport_only=True
+            )
+            print(line, flush=True)
     for report in reports:
         print(f"\n{report}")
 
@@ -695,6 +744,11 @@ def main() -> None:
         "--chunk-ms", type=int, default=CHUNK_MS, help="CPU phase append size (multiple of 10)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the CPU runs' server")
+    parser.add_argument(
+        "--no-transport-floor",
+        action="store_true",
+        help="skip the CPU rows of hypercorn + wsproto alone (an app that drops every message)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the subprocess side, as JSON
     args = parser.parse_args()
