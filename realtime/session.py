@@ -38,6 +38,9 @@ from .text import SpeechChunker, clean_for_speech, confirmed_growth
 from .threads import call_in_thread, stream_in_thread
 
 log = logging.getLogger("realtime.session")
+#: silence (ms) after which no partial hypothesis is started: one in flight at the pause would
+#: hold up the turn's final (the two share the STT), and the silence brings no new words
+PARTIAL_QUIET_MS = 100
 #: one debug line per speculation: used or wasted (scripts/bench_turns.py counts them)
 speculation_log = logging.getLogger("realtime.session.speculation")
 
@@ -474,6 +477,9 @@ class SessionRunner:
     def _maybe_request_partial(self) -> None:
         if self._live is None or self._partial_queued or self._speculations:
             return  # (a speculation is transcribing the turn already)
+        turns = self.conn.turns
+        if turns is not None and turns.silence_ms >= PARTIAL_QUIET_MS:
+            return  # the speaker has stopped: the final is near, and silence adds no words
         if self.pipeline.stt_limiter.statistics().tasks_waiting:
             return  # the shared STT has finals waiting: partials yield to them
         interval = self.options.live_interval_ms * ENGINE_RATE // 1000

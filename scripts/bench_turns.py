@@ -16,13 +16,13 @@ does). For each setting a fresh server and session:
   the transcript only, or wasted (speech resumed, or the answer had to start anew);
 - false cut-offs, for server_vad 200 and 500 ms and semantic_vad auto (responses off: only the turn
   decision counts): sentences spoken in two parts with a pause of 300 to 600 ms between them
-  (spread evenly), each part synthesised alone; a sentence whose turn ended more than once was
-  cut off.
+  (spread evenly), each part synthesised alone (``--takes`` Piper takes of each); a sentence
+  whose turn ended more than once was cut off.
 
 Piper samples noise (VITS), so each run hears slightly different audio. Figures are printed,
 never asserted.
 
-Usage: ``python scripts/bench_turns.py [--turns 10] [--verbose]``
+Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only] [--verbose]``
 """
 
 from __future__ import annotations
@@ -205,11 +205,13 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     speculation_log.addHandler(outcomes)
     speculation_log.propagate = False  # counted, not printed
     questions = [spoken(pipeline, q) for q in QUESTIONS]
-    count = len(SPLIT_SENTENCES)
+    per_take = len(SPLIT_SENTENCES)
     sentences = [
-        (spoken(pipeline, first), 300 + round(300 * i / (count - 1)), spoken(pipeline, second))
+        (spoken(pipeline, first), 300 + round(300 * i / (per_take - 1)), spoken(pipeline, second))
+        for _ in range(args.takes)
         for i, (first, second) in enumerate(SPLIT_SENTENCES)
     ]
+    count = len(sentences)
     # one answered question first, not counted: the engines' first calls are slower
     await answer_latencies(pool, True, SERVER_VAD_500, questions, 1, False)
     outcomes.take()
@@ -219,6 +221,8 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
         ("server_vad 500 ms, speculation", True, SERVER_VAD_500),
         ("semantic_vad auto, speculation", True, SEMANTIC_AUTO),
     ]
+    if args.cut_offs_only:
+        settings = []
     latencies, speculations = {}, {}
     for label, speculative, turn_detection in settings:
         if args.verbose:
@@ -258,6 +262,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=10, help="questions per setting")
     parser.add_argument("--verbose", action="store_true", help="print each turn's latency")
+    parser.add_argument(
+        "--takes", type=int, default=1, help="Piper takes of each split sentence (false cut-offs)"
+    )
+    parser.add_argument(
+        "--cut-offs-only", action="store_true", help="measure the false cut-offs only"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # the engines exactly as `python -m realtime --preset embedded` builds them

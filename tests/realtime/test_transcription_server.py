@@ -15,6 +15,8 @@ from engines.embedded import EmbeddedEngines
 from protocol.invariants import SequenceChecker
 from realtime import Pipeline, PipelinePool
 from realtime.audio import encode
+from realtime.session import PARTIAL_QUIET_MS
+from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.realtime.harness import (
     Client,
     connect,
@@ -173,3 +175,30 @@ def test_whisper_transcribes_a_spoken_question_in_a_transcription_session(
                 assert words == ["what", "is", "the", "capital", "of", "france"]
 
         trio.run(body)
+
+
+def test_no_partial_hypothesis_is_started_once_the_speaker_is_quiet() -> None:
+    stt = FakeSTT()
+    pipeline = Pipeline(0, vad=FakeVAD(), stt=stt, llm=FakeLLM(), tts=FakeTTS())
+    options = {"live_interval_ms": 100, "speculative": False}
+    with live_server(PipelinePool([pipeline]), **options) as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                await client.update_session(
+                    audio={
+                        "input": {
+                            "transcription": {"model": "whisper-1"},
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 800},
+                        }
+                    }
+                )
+                await client.append(tone_pcm(600) + silence_pcm(1000))
+                await client.until("conversation.item.input_audio_transcription.completed")
+
+        trio.run(body)
+    partials = [samples for samples, partial in stt.calls if partial]
+    assert len(partials) >= 3  # every 100 ms while the tone lasts
+    # none covers more than PARTIAL_QUIET_MS of the silence after the tone (plus a VAD frame
+    # and an append of slack), where without the rule they would go on for its 800 ms
+    assert max(partials) <= (600 + PARTIAL_QUIET_MS + 32 + 20) * 16
