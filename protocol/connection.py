@@ -341,7 +341,7 @@ class RealtimeConnection:
                 )
             )
             if self.transcribing:
-                out.effects.append(TranscribeLive(self.speech_item_id, self._segment_start()))
+                out.effects.append(TranscribeLive(self.speech_item_id, self.segment_start()))
             if td.interrupt_response and self.playout is not None and self.playout.active:
                 self._clear_playout(out)  # what is still queued is never heard
             if td.interrupt_response and self.default_response_id is not None:
@@ -350,7 +350,7 @@ class RealtimeConnection:
             self._on_pause(signal, out)
         elif isinstance(signal, SpeechRescore):
             assert self.speech_item_id is not None
-            start = self._segment_start()
+            start = self.segment_start()
             out.effects.append(
                 ScoreTurn(self.speech_item_id, signal.pause_id, start, signal.audio_end_ms)
             )
@@ -359,7 +359,7 @@ class RealtimeConnection:
         elif isinstance(signal, SpeechStop):
             self._end_turn(signal, out)
 
-    def _segment_start(self) -> int:
+    def segment_start(self) -> int:
         """Where the speech in progress will be cut from: its onset less the prefix padding,
         never before the uncommitted audio."""
         td = self.session.turn_detection
@@ -369,7 +369,7 @@ class RealtimeConnection:
     def _on_pause(self, pause: SpeechPause, out: Output) -> None:
         """The turn may be over: speculate on it and have the turn model score it."""
         assert self.turns is not None and self.speech_item_id is not None
-        start = self._segment_start()
+        start = self.segment_start()
         self._speculate(pause, start, out)
         if self.turns.scores_pauses:
             out.effects.append(
@@ -412,7 +412,7 @@ class RealtimeConnection:
         item_id = self.speech_item_id
         assert item_id is not None
         end_ms = stop.audio_end_ms
-        start = self._segment_start()
+        start = self.segment_start()
         out.events.append(ev.InputAudioBufferSpeechStopped(audio_end_ms=end_ms, item_id=item_id))
         self._go("speech_stopped")
         speculation, self.speculation = self.speculation, None

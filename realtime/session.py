@@ -28,12 +28,13 @@ from protocol import events as ev
 from protocol import inputs as ins
 from protocol.connection import Output
 from protocol.effects import ResponsePlan
+from protocol.turns import PAUSE_MS, VoiceState
 
 from . import audio
 from .context import llm_request
 from .metrics import Metrics
 from .pool import EngineLimiter, Pipeline
-from .speculation import Speculation
+from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, Speculation
 from .text import SpeechChunker, clean_for_speech, confirmed_growth
 from .threads import call_in_thread, stream_in_thread
 
@@ -276,6 +277,7 @@ class SessionRunner:
         self._live_last = 0  # timeline sample of the last partial request
         self._partial_queued = False
         self._hypothesis: dict[str, str] = {}
+        self._early: EarlyTranscript | None = None
         self._nursery: trio.Nursery | None = None
         #: whether the session ended on an unexpected exception (the client was sent an error)
         self.failed = False
@@ -472,6 +474,7 @@ class SessionRunner:
                 probability=probability,
             )
             await self._apply(self.conn.feed(result))
+            self._maybe_transcribe_early()
         self._vad_pending = pending[offset:].copy()
 
     def _maybe_request_partial(self) -> None:
@@ -494,14 +497,74 @@ class SessionRunner:
         except trio.WouldBlock:
             pass  # finals are queued; a partial can wait for the next interval
 
+    def _silence_start_ms(self) -> int | None:
+        """Where the current silence after speech began (input timeline), if the user is
+        silent in a turn."""
+        turns = self.conn.turns
+        if turns is None or turns.state not in (VoiceState.SPEECH, VoiceState.PAUSE):
+            return None
+        return turns.position_ms - turns.silence_ms if turns.silence_ms else None
+
+    def _maybe_transcribe_early(self) -> None:
+        """After :data:`EARLY_TRANSCRIPT_MS` of silence in a turn that will pause before it
+        ends, transcribe the turn so far: a speculation at the pause takes that transcript
+        instead of starting its own (:class:`EarlyTranscript`)."""
+        conn, turns, early = self.conn, self.conn.turns, self._early
+        silence_start = self._silence_start_ms()
+        if early is not None and early.silence_start_ms != silence_start:
+            if not early.claimed:
+                early.cancel()  # speech came back: it heard only part of the turn
+            self._early = early = None  # (a claimed one is its speculation's now)
+        if (
+            early is not None
+            or turns is None
+            or turns.state is not VoiceState.SPEECH
+            or turns.silence_ms < EARLY_TRANSCRIPT_MS
+            or turns.end_of_turn_ms <= PAUSE_MS  # the turn ends with no pause to speculate at
+            or silence_start is None
+            or not conn.speculative
+            or conn.responses
+            or conn.speculation is not None
+            or conn.speech_item_id is None
+            or self._nursery is None
+        ):
+            return
+        transcription = conn.session.transcription or {}
+        options = {
+            "language": transcription.get("language"),
+            "prompt": transcription.get("prompt"),
+            "logprobs": conn.session.include_logprobs,
+        }
+        start = conn.segment_start()
+        early = EarlyTranscript(
+            conn.speech_item_id, start, turns.position_ms, silence_start, options
+        )
+        self._early = early
+        samples = self.timeline.slice(start, turns.position_ms)
+        self._nursery.start_soon(self._early_transcript_task, early, samples)
+
+    async def _early_transcript_task(self, early: EarlyTranscript, samples: np.ndarray) -> None:
+        with early.scope:
+            try:
+                early.result = await self._transcribe(samples, speculative=True, **early.options)
+            except Exception:
+                log.warning("session %s: early transcription failed", self.session_id)
+        early.done.set()
+
     # --- transcription -----------------------------------------------------------------------
 
     async def _transcribe(
-        self, samples: np.ndarray, held: Speculation | None = None, **options: Any
+        self,
+        samples: np.ndarray,
+        held: Speculation | None = None,
+        *,
+        speculative: bool = False,
+        **options: Any,
     ) -> tuple[Transcript, float]:
         """The STT on 16 kHz ``samples`` in a worker thread, within ``engine_timeout_s``
         (waiting for the shared STT included), and the seconds the engine itself took.
-        ``held``: the speculation this is for (the call yields to live ones)."""
+        ``held``: the speculation this is for; it and ``speculative`` calls yield to live
+        ones."""
         stt, token = self.pipeline.stt, CancelToken()
 
         def call() -> tuple[Transcript, float]:
@@ -509,10 +572,11 @@ class SessionRunner:
             result = stt.transcribe(samples, cancel=token, **options)
             return result, time.monotonic() - began
 
+        engine = self.pipeline.stt_limiter
         return await call_in_thread(
             call,
             token,
-            limiter=self._limiter(self.pipeline.stt_limiter, held),
+            limiter=engine.speculative if speculative else self._limiter(engine, held),
             timeout_s=self.options.engine_timeout_s,
             what="the STT",
         )
@@ -784,6 +848,12 @@ class SessionRunner:
     def _start_speculation(self, request: fx.StartSpeculation) -> None:
         assert self._nursery is not None
         speculation = Speculation(request, self.timeline.slice(request.start_ms, request.end_ms))
+        early, silence_start = self._early, self._silence_start_ms()
+        if early is not None and silence_start is not None and early.serves(request, silence_start):
+            early.claimed, speculation.early = True, early
+            speculation_log.debug(
+                "session %s: %s early transcript", self.session_id, request.speculation_id
+            )
         self._speculations[request.speculation_id] = speculation
         self._nursery.start_soon(self._speculation_task, speculation)
 
@@ -810,13 +880,19 @@ class SessionRunner:
         try:
             with speculation.scope:
                 try:
-                    result, took = await self._transcribe(
-                        speculation.samples,
-                        speculation,
-                        language=request.language,
-                        prompt=request.prompt,
-                        logprobs=request.logprobs,
-                    )
+                    early = speculation.early
+                    if early is not None:
+                        await early.done.wait()
+                    if early is not None and early.result is not None:
+                        result, took = early.result
+                    else:
+                        result, took = await self._transcribe(
+                            speculation.samples,
+                            speculation,
+                            language=request.language,
+                            prompt=request.prompt,
+                            logprobs=request.logprobs,
+                        )
                 except Exception:
                     log.warning("session %s: speculative transcription failed", self.session_id)
                     return  # the commit transcribes its segment itself

@@ -13,7 +13,8 @@ does). For each setting a fresh server and session:
   position x of a stream that started at t0 goes out at t0 + x) to the client's receipt of the
   first ``response.output_audio.delta``;
 - the speculations the server started, by what became of them: used for the answer, used for
-  the transcript only, or wasted (speech resumed, or the answer had to start anew);
+  the transcript only, or wasted (speech resumed, or the answer had to start anew); and how many
+  took the transcript the server started 100 ms into the silence instead of their own;
 - false cut-offs, for server_vad 200 and 500 ms and semantic_vad auto (responses off: only the turn
   decision counts): sentences spoken in two parts with a pause of 300 to 600 ms between them
   (spread evenly), each part synthesised alone (``--takes`` Piper takes of each); a sentence
@@ -186,6 +187,7 @@ async def cut_offs(
 
 
 def speculation_line(counts: collections.Counter[str]) -> str:
+    early = counts.pop("early transcript", 0)
     started = sum(counts.values())
     if not started:
         return "none started"
@@ -193,7 +195,7 @@ def speculation_line(counts: collections.Counter[str]) -> str:
     return (
         f"{started:3d} started: {counts['used']} used for the answer, "
         f"{counts['transcript used']} for the transcript only, {wasted} wasted "
-        f"({100 * wasted / started:.0f}%)"
+        f"({100 * wasted / started:.0f}%); {early} took the transcript started early"
     )
 
 

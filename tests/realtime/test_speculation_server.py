@@ -17,10 +17,11 @@ import pytest
 import trio
 import trio.testing
 
-from engines.base import CancelToken, FloatAudio, LLMEvent, LLMRequest
+from engines.base import CancelToken, FloatAudio, LLMEvent, LLMRequest, Transcript
 from protocol.turns import PAUSE_MS, RESCORE_EVERY_MS
 from realtime import Pipeline, PipelinePool
 from realtime.pool import EngineLimiter
+from realtime.speculation import EARLY_TRANSCRIPT_MS
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.realtime.harness import Client, live_server, session, silence_pcm, tone_pcm
 from tests.support import types
@@ -258,6 +259,59 @@ def test_resumed_speech_cancels_the_held_work_and_sends_nothing_for_it() -> None
                 assert types(events).count("response.created") == 1
                 assert events[-1]["response"]["status"] == "completed"
                 assert (len(llm.requests), llm.cancelled) == (2, 1)
+
+        trio.run(body)
+
+
+class SpanSTT(FakeSTT):
+    """Says how many ms of audio it heard, so a transcript tells which span it came from."""
+
+    def transcribe(self, audio: FloatAudio, **options: Any) -> Transcript:
+        super().transcribe(audio, **options)
+        return Transcript(f"heard {len(audio) * 1000 // 16_000} ms", len(audio) / 16_000)
+
+
+def heard_ms(events: list[dict[str, Any]]) -> int:
+    (completed,) = [e for e in events if e["type"].endswith("transcription.completed")]
+    return int(completed["transcript"].split()[1])
+
+
+def span_pool(stt: SpanSTT) -> PipelinePool:
+    return PipelinePool([Pipeline(0, FakeVAD(), stt, FakeCountingLLM(), FakeTTS())])
+
+
+def test_the_pause_takes_the_transcript_started_early_in_the_same_silence() -> None:
+    stt = SpanSTT()
+    with live_server(span_pool(stt), live_transcription=False) as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                await server_vad_500(client)
+                await client.append(tone_pcm(800) + silence_pcm(800))
+                events = await client.until("response.done")
+                # transcribed once, from EARLY_TRANSCRIPT_MS into the silence, not from the
+                # pause (PAUSE_MS into it) where the speculation started
+                assert [partial for _, partial in stt.calls] == [False]
+                assert 800 + EARLY_TRANSCRIPT_MS <= heard_ms(events) < 800 + PAUSE_MS
+                assert events[-1]["response"]["status"] == "completed"
+
+        trio.run(body)
+
+
+def test_speech_after_an_early_transcript_makes_it_stale() -> None:
+    stt = SpanSTT()
+    with live_server(span_pool(stt), live_transcription=False) as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                await server_vad_500(client)
+                # an early transcript starts in the 150 ms gap, then speech comes back
+                await client.append(tone_pcm(600) + silence_pcm(150) + tone_pcm(400))
+                await client.append(silence_pcm(800))
+                events = await client.until("response.done")
+                # the transcript is the one started in the second silence: all the speech
+                assert heard_ms(events) >= 600 + 150 + 400 + EARLY_TRANSCRIPT_MS
+                assert events[-1]["response"]["status"] == "completed"
 
         trio.run(body)
 
