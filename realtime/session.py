@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 import trio
 
-from engines.base import CancelToken, TextDelta, ToolCall, Transcript, Usage
+from engines.base import CancelToken, Transcript
 from protocol import RealtimeConnection, encode_server_event
 from protocol import effects as fx
 from protocol import events as ev
@@ -31,12 +31,12 @@ from protocol.effects import ResponsePlan
 from protocol.turns import PAUSE_MS, VoiceState
 
 from . import audio
-from .context import llm_request
+from .generation import ResponseGenerator
 from .metrics import Metrics
-from .pool import EngineLimiter, Pipeline
-from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, Speculation
-from .text import SpeechChunker, clean_for_speech, confirmed_growth
-from .threads import call_in_thread, stream_in_thread
+from .pool import Pipeline
+from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, Speculation, engine_limiter
+from .text import confirmed_growth
+from .threads import call_in_thread
 
 log = logging.getLogger("realtime.session")
 #: silence (ms) after which no partial hypothesis is started: one in flight at the pause would
@@ -266,7 +266,12 @@ class SessionRunner:
         self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
         self._speculations: dict[str, Speculation] = {}
-        self._llm_lock, self._tts_lock = trio.Lock(), trio.Lock()
+        self._generator = ResponseGenerator(
+            pipeline,
+            self.metrics,
+            engine_timeout_s=options.engine_timeout_s,
+            output_chunk_ms=options.output_chunk_ms,
+        )
         # input audio state
         self.timeline = InputTimeline()
         self._resampler: audio.StreamingResampler | None = None
@@ -576,14 +581,10 @@ class SessionRunner:
         return await call_in_thread(
             call,
             token,
-            limiter=engine.speculative if speculative else self._limiter(engine, held),
+            limiter=engine.speculative if speculative else engine_limiter(engine, held),
             timeout_s=self.options.engine_timeout_s,
             what="the STT",
         )
-
-    @staticmethod
-    def _limiter(engine: EngineLimiter, held: Speculation | None) -> Any:
-        return engine if held is None else held.limiter(engine)
 
     async def _transcription_task(self) -> None:
         async for request in self._stt_receive:
@@ -686,7 +687,7 @@ class SessionRunner:
             with scope:
                 try:
                     emit = self._live_output(response_id, started)
-                    await self._generate(response_id, plan, token, emit)
+                    await self._generator.generate(response_id, plan, token, emit)
                 except Exception as exc:
                     cause = _single_cause(exc)
                     if isinstance(cause, SlowClient):
@@ -726,122 +727,6 @@ class SessionRunner:
             await self._apply(self.conn.feed(result))
 
         return emit
-
-    async def _generate(
-        self,
-        response_id: str,
-        plan: ResponsePlan,
-        token: CancelToken,
-        emit: Callable[[ins.EngineResult], Awaitable[None]],
-        held: Speculation | None = None,
-    ) -> None:
-        """LLM -> speech chunks -> TTS for ``plan``, each result handed to ``emit``.
-
-        ``held``: the speculation this runs for. While it is held, its engine calls yield to
-        live ones and only the first spoken piece is synthesised; the rest waits for its
-        release, so a speculation that is dropped has cost one piece of speech at most.
-        """
-        started = time.monotonic()
-        llm, tts = self.pipeline.llm, self.pipeline.tts
-        if llm is None or tts is None:
-            raise RuntimeError("a transcription session's pipeline has no LLM or TTS")
-        request = llm_request(plan)
-        usage = Usage(input_tokens=0, output_tokens=0)
-        speak = "audio" in plan.output_modalities
-        pieces_send, pieces_receive = trio.open_memory_channel[Any](32)
-        chunker = SpeechChunker()
-        first_output = True
-        # The LLM waits while the first piece is synthesised: on two cores the two engines
-        # slow each other down, and the first audio is what the user waits for.
-        first_spoken = trio.Event()
-
-        async def on_llm(event: Any) -> None:
-            nonlocal usage, first_output
-            if first_output and isinstance(event, TextDelta | ToolCall):
-                first_output = False
-                self.metrics.llm_first_token_seconds.observe(time.monotonic() - started)
-            if isinstance(event, TextDelta):
-                if not speak:
-                    await emit(ins.TextOut(response_id, event.text))
-                    return
-                pieces = chunker.push(event.text)
-                for piece in pieces:
-                    await pieces_send.send(piece)
-                if pieces:
-                    await first_spoken.wait()
-            elif isinstance(event, ToolCall):
-                for piece in chunker.flush():
-                    await pieces_send.send(piece)
-                await pieces_send.send(event)
-            elif isinstance(event, Usage):
-                usage = event
-
-        async def produce() -> None:
-            async with pieces_send:
-                async with self._llm_lock:
-                    await stream_in_thread(
-                        lambda: llm.stream(request, token),
-                        on_llm,
-                        token,
-                        limiter=self._limiter(self.pipeline.llm_limiter, held),
-                        item_timeout_s=self.options.engine_timeout_s,
-                        buffer=1,  # so that the LLM stops at once while on_llm waits
-                    )
-                for piece in chunker.flush():
-                    await pieces_send.send(piece)
-
-        async def speak_piece(text: str) -> None:
-            out_format = plan.output_format
-            resample = audio.StreamingResampler(tts.sample_rate, audio.WIRE_RATE[out_format])
-            transcript = text
-            asked = time.monotonic()
-            first_chunk = True
-
-            async def on_audio(samples: Any) -> None:
-                nonlocal transcript, first_chunk
-                if first_chunk:
-                    first_chunk = False
-                    self.metrics.tts_first_chunk_seconds.observe(time.monotonic() - asked)
-                for chunk in audio.to_wire_chunks(
-                    resample(samples), out_format, self.options.output_chunk_ms
-                ):
-                    await emit(ins.AudioOut(response_id, chunk, transcript))
-                    transcript = ""
-
-            async with self._tts_lock:
-                await stream_in_thread(
-                    lambda: tts.synthesize(text, voice=plan.voice, speed=plan.speed, cancel=token),
-                    on_audio,
-                    token,
-                    limiter=self._limiter(self.pipeline.tts_limiter, held),
-                    item_timeout_s=self.options.engine_timeout_s,
-                )
-            if transcript:  # nothing was voiced (punctuation only): keep the text in the transcript
-                await emit(ins.AudioOut(response_id, b"", transcript))
-
-        async def consume() -> None:
-            spoken = 0
-            async for piece in pieces_receive:
-                if isinstance(piece, ToolCall):
-                    await emit(
-                        ins.ToolCallOut(response_id, piece.call_id, piece.name, piece.arguments)
-                    )
-                elif speak and (text := clean_for_speech(piece)):
-                    if held is not None and spoken:
-                        await held.released.wait()
-                    await speak_piece(text)
-                    spoken += 1
-                if not isinstance(piece, ToolCall):
-                    first_spoken.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce)
-            nursery.start_soon(consume)
-        await emit(
-            ins.ResponseComplete(
-                response_id, usage.input_tokens, usage.output_tokens, usage.truncated
-            )
-        )
 
     # --- speculation -------------------------------------------------------------------------
 
@@ -905,7 +790,7 @@ class SessionRunner:
                 if not speculation.response_wanted:
                     return
                 try:
-                    await self._generate(
+                    await self._generator.generate(
                         request.speculation_id,
                         request.response_plan(transcript),
                         speculation.token,

@@ -11,6 +11,8 @@ the rest as the still-running work produces them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from engines.base import CancelToken, Transcript
@@ -38,7 +40,7 @@ class EarlyTranscript:
         start_ms: int,
         end_ms: int,
         silence_start_ms: int,
-        options: dict[str, object],
+        options: dict[str, Any],
     ) -> None:
         self.item_id, self.start_ms, self.end_ms = item_id, start_ms, end_ms
         self.silence_start_ms = silence_start_ms
@@ -140,3 +142,8 @@ class Speculation:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+def engine_limiter(engine: EngineLimiter, held: Speculation | None) -> Any:
+    """The ``to_thread`` limiter for a call of ``engine`` made for ``held`` (None: live)."""
+    return engine if held is None else held.limiter(engine)
