@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +94,8 @@ class WhisperSTT:
             ENGINE, "faster_whisper.transcribe", "faster-whisper"
         )
         self._ctranslate2 = import_runtime(ENGINE, "ctranslate2", "ctranslate2")
-        self._tokenizers: dict[str | None, Any] = {}
+        #: per language: the decoding tokenizer and the tokens it never lets Whisper emit
+        self._tokenizers: dict[str | None, tuple[Any, list[int]]] = {}
         #: short-window decodes that looked like loops and were done again on the full window
         self.full_window_retries = 0
 
@@ -175,7 +175,7 @@ class WhisperSTT:
         )
         if cancel is not None and cancel.cancelled:
             return ""
-        tokenizer = self._tokenizer(language)
+        tokenizer, suppressed = self._tokenizer(language)
         previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
         cap = max(8, math.ceil(len(audio) / self.sample_rate * _TOKENS_PER_S))
         start = model.get_prompt(tokenizer, previous, without_timestamps=True)
@@ -189,27 +189,30 @@ class WhisperSTT:
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
-            suppress_tokens=list(self._transcribe_module.get_suppressed_tokens(tokenizer, [-1])),
+            suppress_tokens=suppressed,
         )
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         average_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > _NO_SPEECH_PROB and average_logprob < _SILENT_LOGPROB:
             return ""
         text = str(tokenizer.decode(tokens)).strip()
-        if len(tokens) >= cap or _looped(tokens) or _compression_ratio(text) > _REPETITIVE_RATIO:
+        repetitive = self._transcribe_module.get_compression_ratio(text) > _REPETITIVE_RATIO
+        if len(tokens) >= cap or _looped(tokens) or repetitive:
             self.full_window_retries += 1
             return None
         return text
 
-    def _tokenizer(self, language: str | None) -> Any:
+    def _tokenizer(self, language: str | None) -> tuple[Any, list[int]]:
         if language not in self._tokenizers:
-            model = self._model
-            self._tokenizers[language] = self._transcribe_module.Tokenizer(
+            model, transcribe = self._model, self._transcribe_module
+            tokenizer = transcribe.Tokenizer(
                 model.hf_tokenizer,
                 model.model.is_multilingual,
                 task="transcribe",
                 language=language if model.model.is_multilingual else "en",
             )
+            suppressed = list(transcribe.get_suppressed_tokens(tokenizer, [-1]))
+            self._tokenizers[language] = (tokenizer, suppressed)
         return self._tokenizers[language]
 
 
@@ -222,8 +225,3 @@ def _looped(tokens: list[int]) -> bool:
         all(tokens[i] == tokens[i - period] for i in range(period, count))
         for period in range(1, count - 1)
     )
-
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
