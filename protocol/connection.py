@@ -366,6 +366,16 @@ class RealtimeConnection:
         padding = 0 if td is None else td.prefix_padding_ms
         return max(int(self.buffer_start_ms), self.speech_start_ms - padding)
 
+    def transcription_options(self) -> dict[str, Any]:
+        """What the session asks its input transcriptions for: ``language``, ``prompt`` and
+        ``logprobs``."""
+        transcription = self.session.transcription or {}
+        return {
+            "language": transcription.get("language"),
+            "prompt": transcription.get("prompt"),
+            "logprobs": self.session.include_logprobs,
+        }
+
     def _on_pause(self, pause: SpeechPause, out: Output) -> None:
         """The turn may be over: speculate on it and have the turn model score it."""
         assert self.turns is not None and self.speech_item_id is not None
@@ -384,15 +394,12 @@ class RealtimeConnection:
         assert td is not None
         answers = td.create_response and self.session.type == "realtime"
         self.speculations_started += 1
-        transcription = self.session.transcription or {}
         request = StartSpeculation(
             speculation_id=f"spec_{self.speculations_started}",
             item_id=self.speech_item_id,
             start_ms=start,
             end_ms=pause.audio_end_ms,
-            language=transcription.get("language"),
-            prompt=transcription.get("prompt"),
-            logprobs=self.session.include_logprobs,
+            **self.transcription_options(),
             plan=attrs.evolve(self._plan(ev.ResponseParams()), context=tuple(self.conversation))
             if answers
             else None,
@@ -416,12 +423,8 @@ class RealtimeConnection:
         out.events.append(ev.InputAudioBufferSpeechStopped(audio_end_ms=end_ms, item_id=item_id))
         self._go("speech_stopped")
         speculation, self.speculation = self.speculation, None
-        transcription = self.session.transcription or {}
         held_transcript = speculation is not None and speculation.transcript_stands(
-            speech_after_pause=stop.speech_after_pause,
-            language=transcription.get("language"),
-            prompt=transcription.get("prompt"),
-            logprobs=self.session.include_logprobs,
+            speech_after_pause=stop.speech_after_pause, options=self.transcription_options()
         )
         self._commit(
             item_id,

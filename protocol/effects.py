@@ -107,6 +107,11 @@ class StartSpeculation:
     #: the response the turn would start, without the user's item (None: no response follows)
     plan: ResponsePlan | None
 
+    @property
+    def transcription_options(self) -> dict[str, Any]:
+        """``language``, ``prompt`` and ``logprobs``, as the STT is asked for them."""
+        return {"language": self.language, "prompt": self.prompt, "logprobs": self.logprobs}
+
     def response_plan(self, transcript: str) -> ResponsePlan:
         """The plan with the user's item added as it will be once transcribed."""
         assert self.plan is not None

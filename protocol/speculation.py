@@ -31,6 +31,7 @@ where held work may stand in for new engine calls.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import attrs
 
@@ -59,21 +60,10 @@ class Speculation:
     def id(self) -> str:
         return self.request.speculation_id
 
-    def transcript_stands(
-        self,
-        *,
-        speech_after_pause: bool,
-        language: str | None,
-        prompt: str | None,
-        logprobs: bool,
-    ) -> bool:
-        """Whether the held transcript stands for the committed segment."""
-        request = self.request
-        return not speech_after_pause and (request.language, request.prompt, request.logprobs) == (
-            language,
-            prompt,
-            logprobs,
-        )
+    def transcript_stands(self, *, speech_after_pause: bool, options: dict[str, Any]) -> bool:
+        """Whether the held transcript stands for the committed segment, transcribed with
+        ``options`` (:meth:`~protocol.connection.RealtimeConnection.transcription_options`)."""
+        return not speech_after_pause and self.request.transcription_options == options
 
     def response_stands(self, plan: ResponsePlan) -> bool:
         """Whether the held response stands for a response with ``plan`` (its context final)."""

@@ -534,15 +534,13 @@ class SessionRunner:
             or self._nursery is None
         ):
             return
-        transcription = conn.session.transcription or {}
-        options = {
-            "language": transcription.get("language"),
-            "prompt": transcription.get("prompt"),
-            "logprobs": conn.session.include_logprobs,
-        }
         start = conn.segment_start()
         early = EarlyTranscript(
-            conn.speech_item_id, start, turns.position_ms, silence_start, options
+            conn.speech_item_id,
+            start,
+            turns.position_ms,
+            silence_start,
+            conn.transcription_options(),
         )
         self._early = early
         samples = self.timeline.slice(start, turns.position_ms)
@@ -772,11 +770,7 @@ class SessionRunner:
                         result, took = early.result
                     else:
                         result, took = await self._transcribe(
-                            speculation.samples,
-                            speculation,
-                            language=request.language,
-                            prompt=request.prompt,
-                            logprobs=request.logprobs,
+                            speculation.samples, speculation, **request.transcription_options
                         )
                 except Exception:
                     log.warning("session %s: speculative transcription failed", self.session_id)

@@ -53,16 +53,11 @@ class EarlyTranscript:
     def serves(self, request: StartSpeculation, silence_start_ms: int) -> bool:
         """Whether ``request`` (made in the silence that began at ``silence_start_ms``) can
         take this transcript instead of transcribing its span."""
-        options = {
-            "language": request.language,
-            "prompt": request.prompt,
-            "logprobs": request.logprobs,
-        }
         return (
             (self.item_id, self.start_ms, self.silence_start_ms)
             == (request.item_id, request.start_ms, silence_start_ms)
             and self.end_ms <= request.end_ms
-            and self.options == options
+            and self.options == request.transcription_options
         )
 
     def cancel(self) -> None:
