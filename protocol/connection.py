@@ -46,6 +46,7 @@ from .responses import Phase, ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
 from .speculation import Speculation
 from .turns import (
+    PAUSE_MS,
     SpeechPause,
     SpeechRescore,
     SpeechResume,
@@ -386,9 +387,21 @@ class RealtimeConnection:
                 ScoreTurn(self.speech_item_id, pause.pause_id, start, pause.audio_end_ms)
             )
 
+    @property
+    def may_speculate(self) -> bool:
+        """Whether a pause in the speech now would start a speculation: it is on, no response
+        is in progress, the turn has none yet, and the turn's rule leaves room for a pause."""
+        return (
+            self.speculative
+            and not self.responses
+            and self.speculation is None
+            and self.turns is not None
+            and PAUSE_MS < self.turns.end_of_turn_ms
+        )
+
     def _speculate(self, pause: SpeechPause, start: int, out: Output) -> None:
         assert self.speech_item_id is not None
-        if not self.speculative or self.responses or self.speculation is not None:
+        if not self.may_speculate:
             return
         td = self.session.turn_detection
         assert td is not None

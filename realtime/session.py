@@ -28,7 +28,7 @@ from protocol import events as ev
 from protocol import inputs as ins
 from protocol.connection import Output
 from protocol.effects import ResponsePlan
-from protocol.turns import PAUSE_MS, VoiceState
+from protocol.turns import VoiceState
 
 from . import audio
 from .generation import ResponseGenerator
@@ -525,11 +525,8 @@ class SessionRunner:
             or turns is None
             or turns.state is not VoiceState.SPEECH
             or turns.silence_ms < EARLY_TRANSCRIPT_MS
-            or turns.end_of_turn_ms <= PAUSE_MS  # the turn ends with no pause to speculate at
             or silence_start is None
-            or not conn.speculative
-            or conn.responses
-            or conn.speculation is not None
+            or not conn.may_speculate
             or conn.speech_item_id is None
             or self._nursery is None
         ):
