@@ -7,14 +7,14 @@ of silence before and 0.2 s after, as a VAD cut hands them to STT; Whisper tiny.
 each take with the full window (``min_window_s=30``, faster-whisper's own path) and with the
 short window, as a final (beam 5) and as a partial hypothesis (greedy). Printed per setting:
 exact transcripts (case and punctuation ignored; digits are spoken words, so "2" for "two"
-counts as a miss for every setting alike), word error rate, time per call (median, p90), and
-how many short-window decodes looked like loops and were done again on the full window.
+counts as a miss for every setting alike), word error rate (counted as bench_transcription.py
+counts it), time per call (median, p90), and how many short-window decodes looked like loops
+and were done again on the full window.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_engines import speak
 from bench_pipeline import QUESTIONS
+from bench_transcription import edit_distance, words
 from bench_turns import SPLIT_SENTENCES
 
 from engines.embedded import load_tts
@@ -43,20 +44,6 @@ REQUESTS = [
     "So I was thinking about going on holiday next month, maybe somewhere warm like Spain or "
     "Portugal, and I wanted to ask what you would recommend for a family with two young children.",
 ]
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
-def edits(reference: list[str], heard: list[str]) -> int:
-    """Word edit distance."""
-    row = list(range(len(heard) + 1))
-    for i, word in enumerate(reference, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(heard, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
-    return row[-1]
 
 
 def main() -> None:
@@ -97,7 +84,7 @@ def main() -> None:
                 heard = stt.transcribe(audio, partial=partial).text
                 times.append(time.perf_counter() - started)
                 exact += words(heard) == words(text)
-                errors += edits(words(text), words(heard))
+                errors += edit_distance(words(text), words(heard))
                 reference_words += len(words(text))
             ms = np.array(times) * 1000
             print(
