@@ -119,11 +119,13 @@ def test_spoken_question_in_chromium_gets_transcripts_and_audio(
     assert len(stats["latenciesMs"]) == 1 and 0 < stats["latenciesMs"][0] < 30_000
 
 
-def test_spoken_question_in_chromium_over_webrtc(server: LiveServer, question_wav: Path) -> None:
+def test_spoken_question_in_chromium_over_webrtc(
+    server: LiveServer, late_question_wav: Path
+) -> None:
     pytest.importorskip("aiortc", reason="the [webrtc] extra is not installed")
     stats, errors, user, assistant = talk_in_chromium(
         server,
-        question_wav,
+        late_question_wav,
         "/?transport=webrtc",
         "s => s.userTranscripts >= 1 && s.assistantTranscripts >= 1"
         " && s.outputBufferStarts > 0 && s.remoteAudioPeak > 0.05",
