@@ -10,7 +10,7 @@ its next token/chunk once the token is cancelled.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -25,17 +25,52 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (in the cancelling thread) when the token is cancelled, at once if
+        it already is; returns a function that unregisters it. For work that must be told
+        of a cancel rather than poll for it, such as a call into an engine worker process."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._forget(callback)
+        callback()
+        return lambda: None
+
+    def _forget(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
 
 class EngineError(Exception):
-    """An engine could not do what it was asked (bad model output, remote failure, ...)."""
+    """An engine could not do what it was asked (bad model output, remote failure, ...).
+
+    ``code`` is the ``error.code`` the client is told when this fails a response."""
+
+    code = "engine_error"
+
+
+class EngineFailed(EngineError):
+    """An engine's worker process died (a signal, an exit, an OOM kill) or stopped answering
+    and was killed; the supervisor restarts it."""
+
+    code = "engine_failed"
 
 
 class MissingDependency(EngineError):

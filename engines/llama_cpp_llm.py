@@ -6,11 +6,13 @@ following the tool-call format (see :mod:`engines.tool_calls`)."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from engines.base import (
@@ -38,12 +40,59 @@ CHATML_TEMPLATE = (
 )
 
 
+#: /proc/cpuinfo flags of Intel's Advanced Matrix Extensions
+AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AMX, from ``/proc/cpuinfo`` (False where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return any(flag in AMX_FLAGS for flag in line.partition(":")[2].split())
+    return False
+
+
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp: ModuleType, *, extra_buffer_types: bool) -> Iterator[None]:
+    """Loads in this block take llama.cpp's extra buffer types (weight repacking: the CPU's
+    repacked layouts, and AMX's) only if ``extra_buffer_types``: llama-cpp-python's ``Llama``
+    has no argument for it, so its default parameters are wrapped while a model loads."""
+    low_level = llama_cpp.llama_cpp
+    default = low_level.llama_model_default_params
+
+    def params() -> Any:
+        built = default()
+        built.use_extra_bufts = extra_buffer_types
+        return built
+
+    with _params_lock:
+        low_level.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            low_level.llama_model_default_params = default
+
+
 class LlamaCppLLM:
     """Streams one answer per :meth:`stream` call, a token at a time.
 
     One llama.cpp context serves one stream at a time; a second concurrent stream waits for
     the first (which ends within a token of its cancel token being set), up to
-    :attr:`busy_timeout_s`."""
+    :attr:`busy_timeout_s`.
+
+    ``extra_buffer_types``: whether llama.cpp may repack the weights into its extra buffer
+    types. None (the default) means yes, except on CPUs with AMX: llama.cpp's AMX matrix
+    multiplication crashes (SIGSEGV in ``ggml_backend_amx_mul_mat``) on models the embedded
+    one is like, and without AMX the repacking is the speed-up it is meant to be (the
+    embedded SmolLM2 Q4_1 has no tensor it repacks, so it loses nothing either way)."""
 
     busy_timeout_s = 5.0
 
@@ -57,6 +106,7 @@ class LlamaCppLLM:
         max_output_tokens: int = 1024,
         repeat_penalty: float = 1.1,
         seed: int = 0,
+        extra_buffer_types: bool | None = None,
     ) -> None:
         llama_cpp = import_runtime(ENGINE, "llama_cpp", "llama-cpp-python")
         self._llama_cpp = llama_cpp
@@ -69,14 +119,18 @@ class LlamaCppLLM:
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self.repeat_penalty = repeat_penalty
-        self._llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            seed=seed,
-            verbose=False,
-        )
+        if extra_buffer_types is None:
+            extra_buffer_types = not cpu_has_amx()
+        self.extra_buffer_types = extra_buffer_types
+        with _model_params(llama_cpp, extra_buffer_types=extra_buffer_types):
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                verbose=False,
+            )
         self.n_ctx: int = self._llm.n_ctx()
         # llama.cpp mmaps the weights; one evaluated token reads them in now rather than
         # during the first answer (~1 s with a cold page cache).

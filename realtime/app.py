@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 
 from .calls import CallRefused, Calls, error_body
 from .endpoint import AppSettings, RealtimeEndpoint, Router, key_accepted, offered_key
-from .metrics import Metrics
+from .metrics import Metrics, render_workers
 from .page import register_page
 from .pool import PipelinePool
 
@@ -122,10 +122,25 @@ def create_http_app(
 
     @app.route("/health")
     async def health() -> dict[str, Any]:
+        healthy = pool.healthy
+        status = "ok" if healthy == pool.size else "degraded" if healthy else "unhealthy"
         return {
-            "status": "shutting_down" if shutdown.is_set() else "ok",
+            "status": "shutting_down" if shutdown.is_set() else status,
             "pipelines": pool.size,
+            "pipelines_healthy": healthy,
             "pipelines_in_use": pool.in_use,
+            "engine_workers": [
+                {
+                    "engine": worker.name,
+                    "state": worker.state.value,
+                    "healthy": worker.healthy,
+                    "pid": worker.pid,
+                    "restarts": worker.restarts,
+                    "crashes": worker.crashes,
+                    "last_exit": worker.last_exit,
+                }
+                for worker in pool.workers()
+            ],
             "transcription_sessions": pool.transcription_capacity,
             "transcription_sessions_in_use": pool.transcription_in_use,
             "active_sessions": metrics.active_sessions,
@@ -133,7 +148,8 @@ def create_http_app(
 
     @app.route("/metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+        text = metrics.render() + render_workers(pool.workers(), pool.healthy)
+        return Response(text, content_type="text/plain; version=0.0.4")
 
     register_page(app)
     return app

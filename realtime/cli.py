@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -10,9 +11,27 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
-from engines.base import LLM, STT, TTS, EngineError, TurnModel
+from engines.base import VAD, EngineError, TurnModel
+from engines.choice import (
+    EMBEDDED_LLM_MAX_TOKENS,
+    EMBEDDED_LLM_TEMPERATURE,
+    build_llm,
+    build_stt,
+    build_tts,
+    build_turn_model,
+    drop_none,
+)
+from engines.workers import (
+    EngineWorker,
+    WorkerLLM,
+    WorkerSTT,
+    WorkerTTS,
+    WorkerTurnModel,
+)
+from engines.workers.supervisor import MissingDependencyReported
 from protocol import ProtocolError, RealtimeConnection
 
 from .calls import CallSettings
@@ -24,14 +43,16 @@ from .session import ENGINE_RATE, SessionOptions
 log = logging.getLogger("realtime")
 T = TypeVar("T")
 
+#: how much longer than --engine_timeout_s an engine worker may stay silent in a call before it
+#: is killed as hung: the session gives up on the call and cancels it at the timeout, and a
+#: worker that is only slow ends the call within this grace
+WORKER_KILL_GRACE_S = 2.0
+
 #: transcription sessions per pipeline when --num_transcription_sessions is not given, measured
 #: with scripts/bench_transcription.py on 2 cores (Whisper tiny.en): with live partials one
 #: session keeps final transcripts under 1 s at p90; with finals only, three do
 TRANSCRIPTION_SESSIONS_PER_PIPELINE = {True: 1, False: 3}
 
-#: the embedded llama.cpp LLM's sampling defaults; remote LLMs keep their server's own
-EMBEDDED_LLM_TEMPERATURE = 0.5
-EMBEDDED_LLM_MAX_TOKENS = 256
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 ENGINE_CHOICES = {
@@ -140,6 +161,14 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=15.0,
         help="a client that accepts no frame for this long is disconnected",
+    )
+    server.add_argument(
+        "--engine_workers",
+        type=boolean,
+        default=True,
+        help="run the STT, LLM, TTS and turn model in supervised worker processes, so that a "
+        "crash in an engine's native code fails one response and the worker is restarted; "
+        "false runs them in the server's process (for debugging)",
     )
     server.add_argument(
         "--engine_timeout_s",
@@ -352,10 +381,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, with the engines that ``--preset`` selects filled in."""
     return resolve_engines(parser().parse_args(argv))
@@ -378,19 +403,28 @@ def _timed(index: int, stage: str, name: str, load: Callable[[], T]) -> T:
     return engine
 
 
-def build_pipeline(
-    args: argparse.Namespace, index: int, turn_model: TurnModel | None = None
-) -> Pipeline:
-    """One engine chain; ``turn_model`` (for ``semantic_vad``) is shared by all of them."""
+def _threads(args: argparse.Namespace) -> int:
+    return int(args.threads or min(2, os.cpu_count() or 1))
+
+
+def _load_vad(args: argparse.Namespace, index: int) -> VAD:
     from engines import embedded
 
-    threads = args.threads or min(2, os.cpu_count() or 1)
-    vad = _timed(
+    return _timed(
         index,
         "vad",
         args.vad,
-        lambda: embedded.load_vad(**_drop_none({"model_path": args.vad_model_path})),
+        lambda: embedded.load_vad(**drop_none({"model_path": args.vad_model_path})),
     )
+
+
+def build_pipeline(
+    args: argparse.Namespace, index: int, turn_model: TurnModel | None = None
+) -> Pipeline:
+    """One engine chain in this process; ``turn_model`` (for ``semantic_vad``) is shared by
+    all of them."""
+    threads = _threads(args)
+    vad = _load_vad(args, index)
     stt = _timed(index, "stt", args.stt, lambda: build_stt(args, threads))
     llm = _timed(index, "llm", args.llm, lambda: build_llm(args, threads))
     tts = _timed(index, "tts", args.tts, lambda: build_tts(args, threads))
@@ -399,136 +433,71 @@ def build_pipeline(
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts, turn_model=turn_model)
 
 
-def _remote_setting(value: str | None, flag: str) -> str:
-    if not value:
-        raise SystemExit(f"error: {flag} is required by the remote engine")
-    return value
+def build_worker_pool(args: argparse.Namespace, transcription_sessions: int) -> PipelinePool:
+    """``--num_pipelines`` engine chains whose STT, LLM, TTS and turn model each run in a
+    supervised worker process. The VAD, a few microseconds a frame, stays in this process.
+    Parakeet and the turn model serve every pipeline from one worker, as they serve every
+    pipeline from one loaded model in-process. Every worker loads at once, side by side."""
+    threads = _threads(args)
+    call_timeout_s = args.engine_timeout_s + WORKER_KILL_GRACE_S
 
+    def worker(name: str, build: Callable[[], Any]) -> EngineWorker:
+        return EngineWorker(name, build, call_timeout_s=call_timeout_s)
 
-def build_stt(args: argparse.Namespace, threads: int) -> STT:
-    """The STT that ``--stt`` names."""
-    language = None if args.stt_language == "auto" else args.stt_language
-    if args.stt == "whisper":
-        from engines import embedded
-
-        options = {
-            "model_path": args.stt_model_path,
-            "compute_type": args.stt_compute_type,
-            "beam_size": args.stt_beam_size,
-            "min_window_s": args.stt_min_window_s,
-            "language": language,
-            "threads": threads,
-        }
-        return embedded.load_stt(**_drop_none(options))
-    if args.stt == "parakeet":
-        from engines.parakeet_stt import ParakeetSTT
-
-        options = {"model": args.stt_model, "device": args.device, "threads": threads}
-        return ParakeetSTT(language=language, **_drop_none(options))
-    from engines.remote_audio import RemoteSTT
-
-    options = {
-        "model": args.stt_model,
-        "api_key": args.stt_api_key,
-        "timeout_s": args.stt_timeout_s,
-    }
-    return RemoteSTT(
-        base_url=_remote_setting(args.stt_base_url, "--stt_base_url"),
-        language=language,
-        **_drop_none(options),
+    stt_shared = (
+        worker("stt", functools.partial(build_stt, args, threads))
+        if args.stt == "parakeet"
+        else None
     )
-
-
-def build_tts(args: argparse.Namespace, threads: int) -> TTS:
-    """The TTS that ``--tts`` names."""
-    if args.tts == "piper":
-        from engines import embedded
-
-        options = {
-            "voice": args.tts_voice,
-            "voices_dir": args.tts_voices_dir,
-            "threads": threads,
-            "noise_scale": args.tts_noise_scale,
-            "noise_w_scale": args.tts_noise_w_scale,
-        }
-        return embedded.load_tts(**_drop_none(options))
-    if args.tts == "qwen":
-        from engines.qwen_tts import QwenTTS
-
-        options = {
-            "model": args.tts_model,
-            "device": args.device,
-            "threads": threads,
-            "speaker": args.tts_speaker,
-        }
-        return QwenTTS(language=args.tts_language, **_drop_none(options))
-    from engines.remote_audio import RemoteTTS
-
-    voices = [v.strip() for v in (args.tts_voices or "").split(",") if v.strip()]
-    options = {
-        "model": args.tts_model,
-        "api_key": args.tts_api_key,
-        "voice": args.tts_voice,
-        "voices": voices or None,
-        "instructions": args.tts_instructions,
-        "timeout_s": args.tts_timeout_s,
-    }
-    return RemoteTTS(
-        base_url=_remote_setting(args.tts_base_url, "--tts_base_url"),
-        sample_rate=args.tts_sample_rate,
-        **_drop_none(options),
-    )
-
-
-def build_llm(args: argparse.Namespace, threads: int) -> LLM:
-    """The LLM that ``--llm`` names; a remote one that cannot be set up ends the start-up."""
-    local_defaults = {"max_output_tokens": EMBEDDED_LLM_MAX_TOKENS}
-    sampling = {"temperature": args.llm_temperature, "max_output_tokens": args.llm_max_tokens}
-    if args.llm == "llama_cpp":
-        from engines import embedded
-
-        options = {
-            "model_path": args.llm_model_path,
-            "n_ctx": args.llm_n_ctx,
-            "threads": threads,
-            **sampling,
-        }
-        defaults = {**local_defaults, "temperature": EMBEDDED_LLM_TEMPERATURE}
-        return embedded.load_llm(**{**defaults, **_drop_none(options)})
-    if args.llm in ("transformers", "mlx_lm"):
-        model = _remote_setting(args.llm_model, "--llm_model")
-        options = {"n_ctx": args.llm_n_ctx, **sampling}
-        try:
-            if args.llm == "transformers":
-                from engines.transformers_llm import TransformersLLM
-
-                torch_options = {"device": args.device, "dtype": args.llm_dtype, "threads": threads}
-                return TransformersLLM(
-                    model=model, **{**local_defaults, **torch_options, **_drop_none(options)}
-                )
-            from engines.mlx_llm import MlxLLM
-
-            return MlxLLM(model=model, **{**local_defaults, **_drop_none(options)})
-        except (EngineError, ValueError) as exc:  # a model that cannot load, an unknown device
-            raise SystemExit(f"error: {exc}") from None
-    from engines.openai_llm import ChatCompletionsLLM, ResponsesLLM
-
-    remote = ResponsesLLM if args.llm == "openai" else ChatCompletionsLLM
-    try:
-        return remote(
-            **_drop_none(
-                {
-                    "model": args.llm_model,
-                    "base_url": args.llm_base_url,
-                    "api_key": args.llm_api_key,
-                    "timeout_s": args.llm_timeout_s,
-                    "reasoning_effort": args.llm_reasoning_effort,
-                    **sampling,
-                }
-            )
+    chains = [
+        (
+            stt_shared or worker(f"pipeline {i} stt", functools.partial(build_stt, args, threads)),
+            worker(f"pipeline {i} llm", functools.partial(build_llm, args, threads)),
+            worker(f"pipeline {i} tts", functools.partial(build_tts, args, threads)),
         )
-    except EngineError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        for i in range(args.num_pipelines)
+    ]
+    turn = worker("turn model", functools.partial(build_turn_model, args))
+    engines = list({id(w): w for chain in chains for w in chain}.values())
+    started = [turn, *engines]
+    try:
+        for each in started:
+            each.spawn()
+        try:
+            turn.wait_ready()
+        except MissingDependencyReported as error:
+            log.warning("no turn model: %s. semantic_vad ends turns after fixed silences", error)
+            started.remove(turn)
+        for each in engines:
+            each.wait_ready()
+        for each in engines:
+            log.info("%s=%s ready in its worker (pid %s)", each.name, each.info["type"], each.pid)
+        turn_model = WorkerTurnModel(turn) if turn in started else None
+        pipelines = [
+            Pipeline(
+                index=i,
+                vad=_load_vad(args, i),
+                stt=WorkerSTT(stt),
+                llm=WorkerLLM(llm),
+                tts=WorkerTTS(tts),
+                turn_model=turn_model,
+                workers=(stt, llm, tts, *((turn,) if turn_model else ())),
+            )
+            for i, (stt, llm, tts) in enumerate(chains)
+        ]
+    except BaseException:
+        for each in started:
+            each.close()
+        raise
+    if pipelines[0].stt.sample_rate != ENGINE_RATE:
+        raise SystemExit(f"the STT engine must take {ENGINE_RATE} Hz audio")
+    if stt_shared is None:
+        return PipelinePool(pipelines, transcription_sessions)
+    # one STT worker: its calls from every pipeline take turns through one limiter
+    shared_limiter = pipelines[0].stt_limiter
+    return PipelinePool(
+        [attrs.evolve(p, stt_limiter=shared_limiter) for p in pipelines], transcription_sessions
+    )
 
 
 def transcription_defaults(args: argparse.Namespace) -> dict[str, Any]:
@@ -591,14 +560,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         if transcription_sessions is None:
             per_pipeline = TRANSCRIPTION_SESSIONS_PER_PIPELINE[args.enable_live_transcription]
             transcription_sessions = per_pipeline * args.num_pipelines
-        from engines.smart_turn import load_turn_model
+        if args.engine_workers:
+            pool = build_worker_pool(args, transcription_sessions)
+        else:
+            from engines.smart_turn import load_turn_model
 
-        turn_model = load_turn_model(args.turn_model_path)
-        pool = PipelinePool.build(
-            args.num_pipelines,
-            lambda i: build_pipeline(args, i, turn_model),
-            transcription_sessions,
-        )
+            turn_model = load_turn_model(args.turn_model_path)
+            pool = PipelinePool.build(
+                args.num_pipelines,
+                lambda i: build_pipeline(args, i, turn_model),
+                transcription_sessions,
+            )
     except (EngineError, ValueError) as exc:  # MissingDependency included
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -625,12 +597,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             engine_timeout_s=args.engine_timeout_s,
         ),
     )
-    trio.run(
-        lambda: serve_until_signal(
-            pool,
-            settings,
-            host=args.ws_host,
-            port=args.ws_port,
-            graceful_timeout_s=args.graceful_timeout_s,
+    try:
+        trio.run(
+            lambda: serve_until_signal(
+                pool,
+                settings,
+                host=args.ws_host,
+                port=args.ws_port,
+                graceful_timeout_s=args.graceful_timeout_s,
+            )
         )
-    )
+    finally:
+        pool.close()

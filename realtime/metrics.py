@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 
 import attrs
+
+from engines.workers import EngineWorker
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 
@@ -106,3 +109,38 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
             lines += histogram.lines(name)
         return "\n".join(lines) + "\n"
+
+
+def render_workers(workers: Sequence[EngineWorker], pipelines_healthy: int) -> str:
+    """The engine workers' gauges and counters, one series per engine (``engine`` label)."""
+    series = {
+        "realtime_pipelines_healthy": (
+            "gauge",
+            "Pipelines whose engines are all up.",
+            [("", pipelines_healthy)],
+        ),
+        "realtime_engine_worker_up": (
+            "gauge",
+            "1 when the engine's worker process is ready.",
+            [(w.name, int(w.healthy)) for w in workers],
+        ),
+        "realtime_engine_worker_restarts_total": (
+            "counter",
+            "Restarts of the engine's worker process.",
+            [(w.name, w.restarts) for w in workers],
+        ),
+        "realtime_engine_worker_crashes_total": (
+            "counter",
+            "Deaths of the engine's worker process (signals, exits, kills when hung).",
+            [(w.name, w.crashes) for w in workers],
+        ),
+    }
+    lines: list[str] = []
+    for name, (kind, help_text, values) in series.items():
+        if not values:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for engine, value in values:
+            labels = f'{{engine="{engine}"}}' if engine else ""
+            lines.append(f"{name}{labels} {value}")
+    return "\n".join(lines) + "\n" if lines else ""

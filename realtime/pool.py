@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from engines.base import LLM, STT, TTS, VAD, TurnModel
+from engines.workers import EngineWorker
 
 
 @attrs.frozen
@@ -100,7 +101,8 @@ class Pipeline:
     (``realtime.threads``), so an engine never runs two calls at once. ``stt_limiter`` and the
     turn model's are shared by every session that uses them (its voice session and
     transcription sessions). ``turn_model``: scores ``semantic_vad`` pauses; None when its model
-    file is not installed (``semantic_vad`` then ends turns on fixed silence windows)."""
+    file is not installed (``semantic_vad`` then ends turns on fixed silence windows).
+    ``workers``: the worker processes its engines run in (none when they run in-process)."""
 
     index: int
     vad: VAD
@@ -112,9 +114,15 @@ class Pipeline:
     llm_limiter: EngineLimiter = attrs.Factory(EngineLimiter)
     tts_limiter: EngineLimiter = attrs.Factory(EngineLimiter)
     turn_limiter: EngineLimiter = attrs.Factory(EngineLimiter)
+    workers: tuple[EngineWorker, ...] = ()
 
     def reset(self) -> None:
         self.vad.reset()
+
+    @property
+    def healthy(self) -> bool:
+        """Every worker of its engines is up and not dying again and again."""
+        return all(worker.healthy for worker in self.workers)
 
 
 class PoolExhausted(Exception):
@@ -143,11 +151,30 @@ class PipelinePool:
     def in_use(self) -> int:
         return len(self.pipelines) - len(self._free)
 
+    @property
+    def healthy(self) -> int:
+        """Pipelines whose engines are all up."""
+        return sum(pipeline.healthy for pipeline in self.pipelines)
+
+    def workers(self) -> list[EngineWorker]:
+        """Every engine worker of the pool, each once (some serve several pipelines)."""
+        unique: dict[int, EngineWorker] = {}
+        for pipeline in self.pipelines:
+            unique.update((id(worker), worker) for worker in pipeline.workers)
+        return list(unique.values())
+
+    def close(self) -> None:
+        """Stop the engine workers."""
+        for worker in self.workers():
+            worker.close()
+
     def acquire(self) -> Pipeline:
-        """A free pipeline, or :class:`PoolExhausted`; give it back with :meth:`release`."""
-        if not self._free:
-            raise PoolExhausted
-        return self._free.pop()
+        """A free pipeline whose engines are healthy, or :class:`PoolExhausted`; give it back
+        with :meth:`release`."""
+        for position in range(len(self._free) - 1, -1, -1):
+            if self._free[position].healthy:
+                return self._free.pop(position)
+        raise PoolExhausted
 
     def release(self, pipeline: Pipeline) -> None:
         pipeline.reset()
@@ -156,9 +183,10 @@ class PipelinePool:
     def acquire_transcription(self) -> Pipeline:
         """VAD and STT for a transcription session: a fresh VAD stream and a shared STT and
         turn model (taken from the pipelines in turn), or :class:`PoolExhausted`."""
-        if self.transcription_in_use >= self.transcription_capacity or not self.pipelines:
+        healthy = [pipeline for pipeline in self.pipelines if pipeline.healthy]
+        if self.transcription_in_use >= self.transcription_capacity or not healthy:
             raise PoolExhausted
-        shared = self.pipelines[self._next_stt % len(self.pipelines)]
+        shared = healthy[self._next_stt % len(healthy)]
         self._next_stt += 1
         self.transcription_in_use += 1
         return Pipeline(
@@ -168,6 +196,7 @@ class PipelinePool:
             stt_limiter=shared.stt_limiter,
             turn_model=shared.turn_model,
             turn_limiter=shared.turn_limiter,
+            workers=shared.workers,
         )
 
     def release_transcription(self, slot: Pipeline) -> None:

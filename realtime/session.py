@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 import trio
 
-from engines.base import CancelToken, Transcript
+from engines.base import CancelToken, EngineError, EngineFailed, Transcript
 from protocol import RealtimeConnection, encode_server_event
 from protocol import effects as fx
 from protocol import events as ev
@@ -224,6 +224,12 @@ def _single_cause(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     return error
+
+
+def _code(failure: BaseException) -> str:
+    """The ``error.code`` of a response that ``failure`` ended: the engine's own
+    (``engine_failed`` for a worker that died), else ``engine_error``."""
+    return failure.code if isinstance(failure, EngineError) else EngineError.code
 
 
 class SessionRunner:
@@ -688,9 +694,21 @@ class SessionRunner:
                     if isinstance(cause, SlowClient):
                         raise cause from None  # the client's doing, not the engines': it ends
                     self.metrics.engine_errors += 1
-                    log.exception("session %s: response %s failed", self.session_id, response_id)
+                    if isinstance(cause, EngineFailed):  # the supervisor logged the death
+                        log.error(
+                            "session %s: response %s failed: %s",
+                            self.session_id,
+                            response_id,
+                            cause,
+                        )
+                    else:
+                        log.exception(
+                            "session %s: response %s failed", self.session_id, response_id
+                        )
                     message = str(cause) or type(cause).__name__
-                    await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
+                    await self._apply(
+                        self.conn.feed(ins.ResponseFailed(response_id, message, _code(cause)))
+                    )
         finally:
             token.cancel()
             self._responses.pop(response_id, None)
@@ -830,7 +848,9 @@ class SessionRunner:
                         "session %s: response %s failed: %r", self.session_id, response_id, failure
                     )
                     message = str(failure) or type(failure).__name__
-                    await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message)))
+                    await self._apply(
+                        self.conn.feed(ins.ResponseFailed(response_id, message, _code(failure)))
+                    )
         finally:
             speculation.cancel()
             self._responses.pop(response_id, None)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from engines import embedded as embedded_engines
 from engines.base import MissingDependency
 from engines.embedded import EmbeddedEngines, load_embedded
+from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
+from realtime.pool import Pipeline
+
+#: the embedded engines' options in the tests: Piper's noise off, a small LLM context
+EMBEDDED_OPTIONS = {
+    "llm": {"n_ctx": 1024},
+    "tts": {"noise_scale": 0.0, "noise_w_scale": 0.0},
+}
 
 
 @pytest.fixture(scope="session")
@@ -18,11 +29,32 @@ def embedded() -> EmbeddedEngines:
     Piper's noise is off, so the speech the tests synthesize and transcribe is the same on
     every run (with it on, an occasional take of a word is heard as another word)."""
     try:
-        return load_embedded(
-            threads=2, llm={"n_ctx": 1024}, tts={"noise_scale": 0.0, "noise_w_scale": 0.0}
-        )
+        return load_embedded(threads=2, **EMBEDDED_OPTIONS)
     except MissingDependency as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def embedded_pipeline(embedded: EmbeddedEngines) -> Iterator[Callable[[], Pipeline]]:
+    """Makes a pipeline of the embedded engines as the server runs them: STT, LLM and TTS
+    each in a worker process (started once for the whole run), the VAD in this one."""
+    load = embedded_engines
+    workers = (
+        EngineWorker("stt", functools.partial(load.load_stt, threads=2)),
+        EngineWorker("llm", functools.partial(load.load_llm, threads=2, **EMBEDDED_OPTIONS["llm"])),
+        EngineWorker("tts", functools.partial(load.load_tts, threads=2, **EMBEDDED_OPTIONS["tts"])),
+    )
+    start_all(list(workers))
+    stt, llm, tts = workers
+
+    def pipeline() -> Pipeline:
+        return Pipeline(
+            0, embedded.vad, WorkerSTT(stt), WorkerLLM(llm), WorkerTTS(tts), workers=workers
+        )
+
+    yield pipeline
+    for worker in workers:
+        worker.close()
 
 
 _exit_status = 0

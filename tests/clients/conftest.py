@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,8 @@ def normalise(text: str) -> str:
 
 
 @pytest.fixture
-def server(embedded: EmbeddedEngines) -> Iterator[LiveServer]:
-    with live_server(PipelinePool([Pipeline(0, *embedded)])) as server:
+def server(embedded_pipeline: Callable[[], Pipeline]) -> Iterator[LiveServer]:
+    with live_server(PipelinePool([embedded_pipeline()])) as server:
         yield server
 
 

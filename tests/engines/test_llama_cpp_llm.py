@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from engines import llama_cpp_llm
 from engines.base import (
     LLM,
     CancelToken,
@@ -15,6 +16,8 @@ from engines.base import (
     Usage,
 )
 from engines.llama_cpp_llm import LlamaCppLLM
+
+llama_cpp = pytest.importorskip("llama_cpp")
 
 INSTRUCTIONS = "You are a helpful voice assistant. Answer in one short sentence."
 WEATHER = FunctionTool(
@@ -201,3 +204,43 @@ def test_a_long_history_is_trimmed_from_the_oldest_turn(small_context_llm):
 def test_a_prompt_that_cannot_fit_is_an_engine_error(small_context_llm):
     with pytest.raises(EngineError, match="context"):
         small_context_llm.prompt_tokens(LLMRequest("word " * 400, (ChatMessage("user", "Hi"),)))
+
+
+INTEL_AMX_FLAGS = (
+    "flags\t\t: fpu vme de pse tsc msr avx2 avx512f avx512_bf16 amx_bf16 avx512_fp16 "
+    "amx_tile amx_int8 arch_capabilities"
+)
+AMD_FLAGS = "flags\t\t: fpu vme de pse tsc msr avx2 avx512f avx512_bf16 avx512_vnni"
+
+
+def test_amx_is_read_from_the_cpu_flags():
+    assert llama_cpp_llm.cpu_has_amx(f"processor\t: 0\n{INTEL_AMX_FLAGS}\n")
+    assert not llama_cpp_llm.cpu_has_amx(f"processor\t: 0\n{AMD_FLAGS}\n")
+    assert not llama_cpp_llm.cpu_has_amx("processor\t: 0\n")  # no flags line (not x86)
+
+
+def test_on_an_amx_cpu_the_model_loads_without_extra_buffer_types(monkeypatch):
+    """llama.cpp's AMX buffer type segfaults in ggml_backend_amx_mul_mat on the embedded
+    model; with the extra buffer types off the weights stay in plain CPU buffers, and the
+    model answers."""
+    monkeypatch.setattr(llama_cpp_llm, "cpu_has_amx", lambda: True)
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+    llm = LlamaCppLLM(n_ctx=512, threads=2)
+    assert llm.extra_buffer_types is False
+    assert llm._llm.model_params.use_extra_bufts is False
+    # the wrapping of llama.cpp's defaults ended with the load
+    assert llama_cpp.llama_cpp.llama_model_default_params is default_params
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+    text, _, usage = run(llm, ask("What is the capital city of France?"))
+    assert text.strip() and usage.output_tokens > 0
+
+
+def test_without_amx_the_extra_buffer_types_stay_on(monkeypatch):
+    monkeypatch.setattr(llama_cpp_llm, "cpu_has_amx", lambda: False)
+    llm = LlamaCppLLM(n_ctx=512, threads=2)
+    assert llm._llm.model_params.use_extra_bufts is True
+
+
+def test_extra_buffer_types_can_be_chosen_outright():
+    llm = LlamaCppLLM(n_ctx=512, threads=2, extra_buffer_types=False)
+    assert llm._llm.model_params.use_extra_bufts is False

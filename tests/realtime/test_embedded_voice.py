@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import trio
@@ -26,8 +27,10 @@ def normalise(text: str) -> str:
     return re.sub(r"[^a-z ]", "", text.lower()).strip()
 
 
-def test_spoken_question_gets_a_spoken_answer(embedded: EmbeddedEngines) -> None:
-    pool = PipelinePool([Pipeline(0, *embedded)])
+def test_spoken_question_gets_a_spoken_answer(
+    embedded: EmbeddedEngines, embedded_pipeline: Callable[[], Pipeline]
+) -> None:
+    pool = PipelinePool([embedded_pipeline()])
     question = spoken_pcm(embedded, "What is the capital of France?")
     with live_server(pool) as server:
 

@@ -9,6 +9,7 @@ real time, as an input transport delivers a microphone, on the real embedded eng
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -160,9 +161,9 @@ def question(embedded: EmbeddedEngines) -> bytes:
 
 @pytest.mark.parametrize("server_vad", [True, False], ids=["server_vad", "local_vad"])
 def test_pipecat_realtime_stt_transcribes_a_spoken_question(
-    embedded: EmbeddedEngines, question: bytes, server_vad: bool
+    embedded_pipeline: Callable[[], EnginePipeline], question: bytes, server_vad: bool
 ) -> None:
-    pool = PipelinePool([EnginePipeline(0, *embedded)], transcription_sessions=1)
+    pool = PipelinePool([embedded_pipeline()], transcription_sessions=1)
     with live_server(pool) as server:
         bot = asyncio.run(run_bot(server.url, question, server_vad=server_vad))
         protocol_errors = server.metrics.protocol_errors

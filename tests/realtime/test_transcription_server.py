@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import trio
@@ -159,9 +160,9 @@ def test_sdk_transcription_session_with_manual_commits_and_logprobs() -> None:
 
 
 def test_whisper_transcribes_a_spoken_question_in_a_transcription_session(
-    embedded: EmbeddedEngines,
+    embedded: EmbeddedEngines, embedded_pipeline: Callable[[], Pipeline]
 ) -> None:
-    pool = PipelinePool([Pipeline(0, *embedded)], transcription_sessions=2)
+    pool = PipelinePool([embedded_pipeline()], transcription_sessions=2)
     question = spoken_pcm(embedded, "What is the capital of France?")
     with live_server(pool) as server:
 
