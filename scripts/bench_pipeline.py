@@ -12,7 +12,13 @@ would). Prints, over the turns:
   interrupting audio sent to the cancelled ``response.done`` received, and to the last audio
   delta of the interrupted answer.
 
-Usage: ``python scripts/bench_pipeline.py [--turns 10] [--barge-ins 5]``
+Each run is made twice by default (``--engines inprocess,workers``): with the engines in the
+server's process, and with STT, LLM, TTS and the turn model in worker processes as
+``python -m realtime`` runs them, so the two blocks of figures give the cost of the process
+boundary on real engines.
+
+Usage: ``python scripts/bench_pipeline.py [--turns 10] [--barge-ins 5]
+[--engines inprocess,workers]``
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ import trio_websocket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.base import CancelToken
+from engines.smart_turn import load_turn_model
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, encode
-from realtime.cli import build_pipeline, session_defaults
+from realtime.cli import build_pipeline, build_worker_pool, session_defaults
 from realtime.cli import parse_args as parse_cli_args
 from realtime.server import serve_on_free_port
 
@@ -137,12 +144,12 @@ class Talker:
         return found[0]
 
 
-async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
+async def run(args: argparse.Namespace, pipeline: Pipeline, placement: str) -> None:
     pool = PipelinePool([pipeline])
     engines = pipeline
     metrics = Metrics()
-    # the sessions `python -m realtime` serves with its default flags
-    cli = parse_cli_args([])
+    # the sessions `python -m realtime` serves with these flags
+    cli = parse_cli_args(args.server_flags.split())
     settings = AppSettings(
         session=SessionOptions(session_defaults=session_defaults(cli), speculative=cli.speculative)
     )
@@ -233,7 +240,8 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
 
     print(
         f"bench_pipeline: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{platform.machine()}; embedded engines; {args.turns} turns, {args.barge_ins} barge-ins"
+        f"{platform.machine()}; embedded engines {placement}; {args.turns} turns, "
+        f"{args.barge_ins} barge-ins"
     )
     print("end of turn -> first audio delta")
     print(
@@ -265,10 +273,32 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=10, help="spoken question turns")
     parser.add_argument("--barge-ins", type=int, default=5, help="interrupted answers")
     parser.add_argument("--verbose", action="store_true", help="print each turn's exchange")
+    parser.add_argument(
+        "--engines",
+        type=lambda s: s.split(","),
+        default=["inprocess", "workers"],
+        help="where the engines run, comma-separated: inprocess, workers",
+    )
+    parser.add_argument(
+        "--server-flags",
+        default="",
+        help="flags of `python -m realtime` for the engines and sessions, e.g. "
+        "'--llm_temperature 0' (the same answers in both runs, so the same speech to time)",
+    )
     args = parser.parse_args()
-    # the engines exactly as `python -m realtime` builds them with its default flags
-    pipeline = build_pipeline(parse_cli_args([]), 0)
-    trio.run(run, args, pipeline)
+    # the engines exactly as `python -m realtime` builds them with these flags
+    cli = parse_cli_args(args.server_flags.split())
+    for placement in args.engines:
+        if placement == "workers":
+            pool = build_worker_pool(cli, transcription_sessions=0)
+            try:
+                trio.run(run, args, pool.pipelines[0], "in worker processes")
+            finally:
+                pool.close()
+        else:
+            turn_model = load_turn_model(cli.turn_model_path)
+            trio.run(run, args, build_pipeline(cli, 0, turn_model), "in the server's process")
+        print(flush=True)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,13 @@ so the server has its event loop and its CPU time to itself. Figures are printed
    each row, the same clients against hypercorn alone, configured as the server configures it,
    with an app that drops every message: the floor the transport sets under the figure.
 
+Every phase runs twice by default (``--engines inprocess,workers``): with the engines in the
+server's process, and with the STT, LLM and TTS in worker processes as the server runs them
+(``engines.workers``), so the rows side by side give the cost of the process boundary. The CPU
+rows add the workers' CPU time (from ``/proc``) to the server's.
+
 Usage: ``python scripts/bench_server.py [--turns 50] [--seconds 25] [--speedup 1]
-[--sessions 1,4] [--chunk-ms 20] [--profile]``.
+[--sessions 1,4] [--chunk-ms 20] [--engines inprocess,workers] [--profile]``.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from engines.base import (
     Transcript,
     Usage,
 )
+from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
 from protocol.turns import MIN_SPEECH_MS
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool
 from realtime.server import hypercorn_config, serve_on_free_port
@@ -179,20 +185,61 @@ class ToneTTS:
             yield self._chunk
 
 
-def zero_cost_pool(size: int, *, slow: bool = False) -> PipelinePool:
-    """``size`` pipelines; ``slow`` ones speak a ~1 s reply, the others a short one at once."""
+def zero_cost_pool(size: int, *, slow: bool = False, workers: bool = False) -> PipelinePool:
+    """``size`` pipelines; ``slow`` ones speak a ~1 s reply, the others a short one at once.
+    ``workers``: the STT, LLM and TTS each in a worker process (close the pool after)."""
+    llm = (
+        functools.partial(WordsLLM, LONG_REPLY, SLOW_WORD_S)
+        if slow
+        else (functools.partial(WordsLLM, SHORT_REPLY))
+    )
+    tts = functools.partial(ToneTTS, SLOW_CHUNK_S if slow else 0.0)
+    if not workers:
+        return PipelinePool(
+            [
+                Pipeline(index=index, vad=EnergyVAD(), stt=FixedSTT(), llm=llm(), tts=tts())
+                for index in range(size)
+            ]
+        )
+    # a worker builds its engine from an importable name, not this script's __main__
+    from scripts import bench_server as importable
+
+    llm = functools.partial(importable.WordsLLM, *llm.args)
+    tts = functools.partial(importable.ToneTTS, *tts.args)
+    chains = [
+        (
+            EngineWorker(f"pipeline {i} stt", importable.FixedSTT),
+            EngineWorker(f"pipeline {i} llm", llm),
+            EngineWorker(f"pipeline {i} tts", tts),
+        )
+        for i in range(size)
+    ]
+    start_all([worker for chain in chains for worker in chain])
     return PipelinePool(
         [
             Pipeline(
-                index=index,
+                index=i,
                 vad=EnergyVAD(),
-                stt=FixedSTT(),
-                llm=WordsLLM(LONG_REPLY, SLOW_WORD_S) if slow else WordsLLM(SHORT_REPLY),
-                tts=ToneTTS(SLOW_CHUNK_S if slow else 0.0),
+                stt=WorkerSTT(stt),
+                llm=WorkerLLM(llm_worker),
+                tts=WorkerTTS(tts_worker),
+                workers=(stt, llm_worker, tts_worker),
             )
-            for index in range(size)
+            for i, (stt, llm_worker, tts_worker) in enumerate(chains)
         ]
     )
+
+
+def workers_cpu_seconds(pool: PipelinePool) -> float:
+    """User + system CPU time of the pool's worker processes so far (Linux ``/proc``)."""
+    total = 0
+    for worker in pool.workers():
+        try:
+            fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- timing server events (used on both sides) -----------------------------------------------
@@ -348,7 +395,19 @@ async def run_phase(
     on_mark: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Serve ``pool`` (None: :func:`discard_everything`) while this script's ``--client`` runs
-    ``client``; the client's result."""
+    ``client``; the client's result. The pool's engine workers are closed after."""
+    try:
+        return await _run_phase(pool, client, on_mark)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+async def _run_phase(
+    pool: PipelinePool | None,
+    client: dict[str, Any],
+    on_mark: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         if pool is None:
@@ -393,9 +452,11 @@ def row(label: str, values_ms: np.ndarray, target: str = "") -> str:
     )
 
 
-async def bench_end_of_turn(turns: int) -> list[str]:
+async def bench_end_of_turn(turns: int, workers: bool) -> list[str]:
     with probes() as runners:
-        client = await run_phase(zero_cost_pool(1), {"phase": "turns", "turns": turns})
+        client = await run_phase(
+            zero_cost_pool(1, workers=workers), {"phase": "turns", "turns": turns}
+        )
     (runner,) = runners
     pairs = runner.clock.end_of_turn[WARMUP_TURNS:]
     starts = np.asarray(runner.response_starts)
@@ -413,7 +474,11 @@ async def bench_end_of_turn(turns: int) -> list[str]:
             "p50 < 5, p99 < 20",
         ),
         row("  speech_stopped -> StartResponse carried out", _ms(stt_hop), "(STT round trip)"),
-        row("  StartResponse -> first audio delta", _ms(reply_hop), "(LLM, TTS threads)"),
+        row(
+            "  StartResponse -> first audio delta",
+            _ms(reply_hop),
+            "(LLM, TTS workers)" if workers else "(LLM, TTS threads)",
+        ),
         row("end of turn -> first audio delta (client)", _ms([a - s for s, a in seen])),
     ]
     if SHARED_CLOCK and len(seen) == len(pairs):
@@ -424,10 +489,11 @@ async def bench_end_of_turn(turns: int) -> list[str]:
     return lines
 
 
-async def bench_barge_in(turns: int, seed: int) -> list[str]:
+async def bench_barge_in(turns: int, seed: int, workers: bool) -> list[str]:
     with probes() as runners:
         client = await run_phase(
-            zero_cost_pool(1, slow=True), {"phase": "barge_in", "turns": turns, "seed": seed}
+            zero_cost_pool(1, slow=True, workers=workers),
+            {"phase": "barge_in", "turns": turns, "seed": seed},
         )
     (runner,) = runners
     server = runner.barge_ins[WARMUP_TURNS:]
@@ -480,19 +546,23 @@ async def bench_cpu(
     chunk_ms: int,
     profile: bool,
     transport_only: bool = False,
+    workers: bool = False,
 ) -> tuple[str, str | None]:
-    """One row of the CPU table; ``transport_only``: against :func:`discard_everything`."""
-    marks: dict[str, tuple[float, float, float]] = {}
+    """One row of the CPU table; ``transport_only``: against :func:`discard_everything`;
+    ``workers``: the engines in worker processes, whose CPU counts with the server's."""
+    marks: dict[str, tuple[float, float, float, float]] = {}
     profiler = cProfile.Profile(time.thread_time) if profile else None  # CPU, not wall
+    pool = None if transport_only else zero_cost_pool(sessions, workers=workers)
 
     def on_mark(mark: str) -> None:
-        # process CPU (all threads), this (the Trio) thread's CPU, wall time
-        marks[mark] = (time.process_time(), time.thread_time(), time.perf_counter())
+        # process CPU (all threads), this (the Trio) thread's CPU, wall time, workers' CPU
+        worker_cpu = 0.0 if pool is None else workers_cpu_seconds(pool)
+        marks[mark] = (time.process_time(), time.thread_time(), time.perf_counter(), worker_cpu)
         if profiler is not None:
             (profiler.enable if mark == "START" else profiler.disable)()
 
     client = await run_phase(
-        None if transport_only else zero_cost_pool(sessions),
+        pool,
         {
             "phase": "cpu",
             "sessions": sessions,
@@ -502,16 +572,25 @@ async def bench_cpu(
         },
         on_mark,
     )
-    cpu = marks["END"][0] - marks["START"][0]
+    worker_cpu = marks["END"][3] - marks["START"][3]
+    server_cpu = marks["END"][0] - marks["START"][0]
+    cpu = server_cpu + worker_cpu
     trio_thread = marks["END"][1] - marks["START"][1]
     wall = marks["END"][2] - marks["START"][2]
     per_session_second = cpu / (sessions * seconds) * 100
     per_append = cpu / (sessions * seconds * 1000 / chunk_ms) * 1e6
     line = (
         f"{sessions:>8} {seconds:>9.0f} {wall:>7.1f} {cpu:>9.2f} {trio_thread:>11.2f} "
-        f"{max(0.0, cpu - trio_thread):>8.2f} {per_append:>11.0f} {per_session_second:>10.2f} % "
-        f"{client['cpu_s']:>10.2f} {client['responses']:>9}  "
-        + ("(hypercorn + wsproto alone)" if transport_only else "< 2 %")
+        f"{max(0.0, server_cpu - trio_thread):>8.2f} {per_append:>11.0f} "
+        f"{per_session_second:>10.2f} % "
+        f"{worker_cpu:>10.2f} {client['cpu_s']:>10.2f} {client['responses']:>9}  "
+        + (
+            "(hypercorn + wsproto alone)"
+            if transport_only
+            else "engine workers"
+            if workers
+            else "engines in-process"
+        )
     )
     report = None
     if profiler is not None:
@@ -545,12 +624,15 @@ async def bench(args: argparse.Namespace) -> None:
         f"{await wake_cost(CHUNK_MS / 1000):.0f} µs after {CHUNK_MS} ms idle on this machine"
     )
     turns = args.turns + WARMUP_TURNS
-    print(f"\nlatency, ms ({args.turns} turns each, real-time pace)")
-    print(f"{'':<56} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  target")
-    for line in await bench_end_of_turn(turns):
-        print(line, flush=True)
-    for line in await bench_barge_in(turns, args.seed):
-        print(line, flush=True)
+    for placement in args.engines:
+        workers = placement == "workers"
+        where = "STT, LLM, TTS in worker processes" if workers else "engines in the server"
+        print(f"\nlatency, ms ({args.turns} turns each, real-time pace; {where})")
+        print(f"{'':<56} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}  target")
+        for line in await bench_end_of_turn(turns, workers):
+            print(line, flush=True)
+        for line in await bench_barge_in(turns, args.seed, workers):
+            print(line, flush=True)
     print(
         f"\nCPU of the server process per second of input audio per session "
         f"({args.speedup:g}x real time, {args.chunk_ms} ms appends, "
@@ -558,17 +640,23 @@ async def bench(args: argparse.Namespace) -> None:
     )
     print(
         f"{'sessions':>8} {'audio s':>9} {'wall s':>7} {'server s':>9} {'trio thread':>11} "
-        f"{'workers':>8} {'µs/append':>11} {'% core/s':>12} {'client s':>10} {'responses':>9}"
-        "  target"
+        f"{'threads':>8} {'µs/append':>11} {'% core/s':>12} {'engine ws':>10} {'client s':>10}"
+        f" {'responses':>9}  engines"
     )
     reports = []
     for sessions in args.sessions:
-        line, report = await bench_cpu(
-            sessions, args.seconds, args.speedup, args.chunk_ms, args.profile
-        )
-        print(line, flush=True)
-        if report:
-            reports.append(report)
+        for placement in args.engines:
+            line, report = await bench_cpu(
+                sessions,
+                args.seconds,
+                args.speedup,
+                args.chunk_ms,
+                args.profile,
+                workers=placement == "workers",
+            )
+            print(line, flush=True)
+            if report:
+                reports.append(report)
         if not args.no_transport_floor:
             line, _ = await bench_cpu(
                 sessions, args.seconds, args.speedup, args.chunk_ms, False, transport_only=True
@@ -748,6 +836,12 @@ def main() -> None:
         "--no-transport-floor",
         action="store_true",
         help="skip the CPU rows of hypercorn + wsproto alone (an app that drops every message)",
+    )
+    parser.add_argument(
+        "--engines",
+        type=lambda s: s.split(","),
+        default=["inprocess", "workers"],
+        help="where the engines run, comma-separated: inprocess, workers",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the subprocess side, as JSON

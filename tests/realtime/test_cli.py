@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +30,9 @@ class Recorded:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def engines_of(argv: list[str]) -> tuple[str, str, str, str]:
@@ -191,3 +203,61 @@ def test_local_llms_need_a_model_and_get_the_sampling_options(
     llm = build_llm(parse_args(["--llm=mlx_lm", "--llm_model=/m", "--llm_max_tokens=64"]), 1)
     assert isinstance(llm, Recorded)
     assert llm.options == {"model": "/m", "max_output_tokens": 64, "n_ctx": 2048}
+
+
+def test_engines_run_in_worker_processes_by_default() -> None:
+    assert parse_args([]).engine_workers is True
+    assert parse_args(["--engine_workers", "false"]).engine_workers is False
+
+
+def _server(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "realtime", "--ws_host", "127.0.0.1", "--ws_port", "0", *flags],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_an_engine_that_cannot_load_stops_the_server_with_its_reason() -> None:
+    pytest.importorskip("llama_cpp")
+    server = _server("--llm_model_path", "/nowhere/model.gguf")
+    output, _ = server.communicate(timeout=180)
+    assert server.returncode == 2, output
+    assert "error: llama.cpp LLM needs the model file /nowhere/model.gguf" in output
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+
+
+def test_the_server_starts_its_workers_and_stops_them_on_sigterm() -> None:
+    pytest.importorskip("llama_cpp")
+    server = _server()
+    assert server.stdout is not None
+    address = None
+    lines = []
+    for line in server.stdout:
+        lines.append(line)
+        if match := re.search(r"listening on (http://\S+)", line):
+            address = match.group(1).rstrip(",")
+            break
+    assert address, "".join(lines)
+    with urllib.request.urlopen(f"{address}/health", timeout=10) as reply:
+        health = json.load(reply)
+    workers = {w["engine"]: w for w in health["engine_workers"]}
+    assert set(workers) == {"pipeline 0 stt", "pipeline 0 llm", "pipeline 0 tts", "turn model"}
+    assert all(w["state"] == "ready" and w["pid"] for w in workers.values())
+    assert health["status"] == "ok" and health["pipelines_healthy"] == 1
+    server.send_signal(signal.SIGTERM)
+    server.communicate(timeout=60)
+    assert server.returncode == 0
+    deadline = time.monotonic() + 10
+    while any(_pid_alive(w["pid"]) for w in workers.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [name for name, w in workers.items() if _pid_alive(w["pid"])]
