@@ -4,7 +4,7 @@ server's code calls them exactly as it calls an engine in its own process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -39,11 +39,14 @@ class WorkerEngine:
         return int(self.worker.info["sample_rate"])
 
     def _single(
-        self, method: str, options: dict[str, object], audio: FloatAudio, cancel: CancelToken
+        self, method: str, options: Mapping[str, object], audio: FloatAudio, cancel: CancelToken
     ) -> object:
-        for frame in self.worker.call(method, options, cancel, _raw(audio)):
-            return frame.meta
-        raise EngineError(f"the {self.worker.name} worker's call was cancelled")
+        results = [
+            frame.meta for frame in self.worker.call(method, dict(options), cancel, _raw(audio))
+        ]
+        if not results:
+            raise EngineError(f"the {self.worker.name} worker's call was cancelled")
+        return results[0]
 
 
 class WorkerSTT(WorkerEngine):

@@ -17,7 +17,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -115,7 +115,7 @@ class Calls:
             self._changed.notify_all()
 
 
-def results(engine: Any, frame: Frame, token: CancelToken) -> Iterator[Frame]:
+def results(engine: Any, frame: Frame, token: CancelToken) -> Generator[Frame, None, None]:
     """Run one call on ``engine``; its results as frames (without the closing END)."""
     method, options, _ = frame.meta
     call_id = frame.call_id

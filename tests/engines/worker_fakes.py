@@ -83,3 +83,19 @@ class FakeLoadsOnce:
 
     def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
         yield Usage(input_tokens=0, output_tokens=0)
+
+
+class FakeHangsOnce:
+    """Hangs in its first call ever, as a stuck native call would (ignoring its cancel token),
+    then answers like :class:`tests.realtime.fakes.FakeLLM`: ``marker`` records that the hang
+    happened, so the worker that replaces the hung one answers."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        if not self.marker.exists():
+            self.marker.touch()
+            time.sleep(3600)
+        yield TextDelta("Fine again.")
+        yield Usage(input_tokens=1, output_tokens=2)

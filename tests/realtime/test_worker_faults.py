@@ -11,6 +11,7 @@ import os
 import signal
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import trio
 from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
 from realtime import Pipeline, PipelinePool
 from realtime.cli import build_worker_pool, parse_args
+from tests.engines import worker_fakes
 from tests.engines.test_workers import wait_for
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.realtime.harness import Client, LiveServer, live_server, session
@@ -241,3 +243,37 @@ def test_embedded_llm_segfault_fails_the_response_and_the_next_turn_answers(
         trio.run(main, server)
     assert llm.restarts == 1 and llm.last_exit == "SIGSEGV"
     assert pool.healthy == 2
+
+
+def test_a_hung_llm_worker_fails_its_response_and_is_replaced(tmp_path: Path) -> None:
+    """A native call that never returns: the session gives up at its engine timeout, the
+    worker that still says nothing is killed and restarted, and the next turn answers."""
+    build = functools.partial(worker_fakes.FakeHangsOnce, str(tmp_path / "hung"))
+    llm = EngineWorker("pipeline 0 llm", build, call_timeout_s=1.5, backoff_s=(0.05, 0.5))
+    stt, tts = EngineWorker("pipeline 0 stt", FakeSTT), EngineWorker("pipeline 0 tts", FakeTTS)
+    start_all([stt, llm, tts])
+    pipeline = Pipeline(
+        index=0,
+        vad=FakeVAD(),
+        stt=WorkerSTT(stt),
+        llm=WorkerLLM(llm),
+        tts=WorkerTTS(tts),
+        workers=(stt, llm, tts),
+    )
+    pool = PipelinePool([pipeline])
+
+    async def main(server: LiveServer) -> None:
+        async with session(server) as client:
+            await ask(client)
+            failed = await until_the_failure(client)
+            assert failed[-2]["response"]["status"] == "failed"
+            assert "engine produced nothing for 1 s" in failed[-1]["error"]["message"]
+            await completes_a_turn(client)
+
+    try:
+        with live_server(pool, engine_timeout_s=1.0) as server:
+            trio.run(main, server)
+    finally:
+        pool.close()
+    assert llm.restarts == 1
+    assert llm.last_exit == "killed: it answered nothing for 1.5 s"
