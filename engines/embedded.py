@@ -25,6 +25,11 @@ class EmbeddedEngines(NamedTuple):
     tts: TTS
 
 
+def default_threads() -> int:
+    """Threads an engine gets when none are given: two, or the one core there is."""
+    return min(2, os.cpu_count() or 1)
+
+
 def load_vad(**options: Any) -> VAD:
     """:class:`~engines.silero_vad.SileroVAD` options: ``model_path``, ``threads``."""
     from engines.silero_vad import SileroVAD
@@ -66,7 +71,7 @@ def load_embedded(
 ) -> EmbeddedEngines:
     """All four engines. ``threads`` (default: up to 2 of the machine's cores) goes to STT, LLM
     and TTS unless their own options set it; the VAD keeps one thread, it needs no more."""
-    threads = threads or min(2, os.cpu_count() or 1)
+    threads = threads or default_threads()
     return EmbeddedEngines(
         vad=load_vad(**(vad or {})),
         stt=load_stt(**{"threads": threads, **(stt or {})}),

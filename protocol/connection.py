@@ -2,14 +2,13 @@
 
 Feed it client frames (:meth:`receive_frame`) and what the engines produced (:meth:`feed`);
 each call returns an :class:`Output`: the server events to send, in order, and the effects the
-I/O shell must carry out. The rules of the input audio buffer are the table
-:data:`INPUT_TRANSITIONS`; those of each response are in ``responses.py``. A client event the
-rules do not allow becomes exactly one ``error`` event and changes nothing.
+I/O shell must carry out. Every state and transition of the machine is a table in
+``states.py``. A client event the rules do not allow becomes exactly one ``error`` event and
+changes nothing.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,9 +41,10 @@ from .effects import (
 from .errors import IllegalTransition, ProtocolError
 from .items import Content, Item, MessageItem
 from .playout import Playout
-from .responses import Phase, ResponseRun
+from .responses import ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
 from .speculation import Speculation
+from .states import InputState, Phase, advance
 from .turns import (
     PAUSE_MS,
     SpeechPause,
@@ -58,30 +58,6 @@ from .turns import (
 #: OpenAI refuses to commit less audio than this
 MIN_COMMIT_MS = 100
 SESSION_LIFETIME_S = 60 * 60
-
-
-class InputState(enum.Enum):
-    EMPTY = "empty"  # no uncommitted audio
-    HAS_AUDIO = "has_audio"  # uncommitted audio, no speech detected in it
-    SPEECH = "speech"  # the VAD is inside a speech segment
-
-
-INPUT_TRANSITIONS: dict[InputState, dict[str, InputState]] = {
-    InputState.EMPTY: {"append": InputState.HAS_AUDIO, "clear": InputState.EMPTY},
-    InputState.HAS_AUDIO: {
-        "append": InputState.HAS_AUDIO,
-        "speech_started": InputState.SPEECH,
-        "commit": InputState.EMPTY,
-        "clear": InputState.EMPTY,
-    },
-    InputState.SPEECH: {
-        "append": InputState.SPEECH,
-        "speech_stopped": InputState.EMPTY,
-        "commit": InputState.EMPTY,
-        "clear": InputState.EMPTY,
-        "vad_off": InputState.HAS_AUDIO,
-    },
-}
 
 
 @attrs.define
@@ -223,12 +199,7 @@ class RealtimeConnection:
     # --- input audio buffer ------------------------------------------------------------------
 
     def _go(self, trigger: str) -> None:
-        try:
-            self.input_state = INPUT_TRANSITIONS[self.input_state][trigger]
-        except KeyError:
-            raise IllegalTransition(
-                f"input audio buffer: '{trigger}' is not allowed in state {self.input_state.value}"
-            ) from None
+        self.input_state = advance(self.input_state, trigger, "input audio buffer")
 
     def _new_detector(self) -> TurnDetector | None:
         td = self.session.turn_detection
@@ -943,4 +914,4 @@ class RealtimeConnection:
     }
 
 
-__all__ = ["INPUT_TRANSITIONS", "InputState", "Output", "RealtimeConnection"]
+__all__ = ["Output", "RealtimeConnection"]

@@ -11,46 +11,15 @@ server reports the buffer's life, each event naming the response whose audio it 
 - ``output_audio_buffer.cleared``: a response's audio was flushed (barge-in or
   ``output_audio_buffer.clear``), queued audio dropped and no more of it to come.
 
-The states and their transitions are the table below; the shell reports the track's side
-(``PlayoutStarted``, ``PlayoutStopped``, ``PlayoutCleared``) and this machine decides what the
-client is told.
+The states and their transitions are ``states.PLAYOUT_TRANSITIONS``; the shell reports the
+track's side (``PlayoutStarted``, ``PlayoutStopped``, ``PlayoutCleared``) and this machine
+decides what the client is told.
 """
 
 from __future__ import annotations
 
-import enum
-
 from . import events as ev
-from .errors import IllegalTransition
-
-
-class PlayoutState(enum.Enum):
-    IDLE = "idle"  #: nothing queued
-    QUEUED = "queued"  #: audio queued, not yet playing
-    PLAYING = "playing"  #: audio playing out
-    DRY = "dry"  #: the buffer ran dry before its response was done; more may come
-
-
-#: PLAYOUT_TRANSITIONS[state][trigger] -> next state
-PLAYOUT_TRANSITIONS: dict[PlayoutState, dict[str, PlayoutState]] = {
-    PlayoutState.IDLE: {"queue": PlayoutState.QUEUED},
-    PlayoutState.QUEUED: {
-        "queue": PlayoutState.QUEUED,
-        "start": PlayoutState.PLAYING,
-        "clear": PlayoutState.IDLE,
-    },
-    PlayoutState.PLAYING: {
-        "queue": PlayoutState.PLAYING,
-        "dry": PlayoutState.DRY,
-        "drain": PlayoutState.IDLE,
-        "clear": PlayoutState.IDLE,
-    },
-    PlayoutState.DRY: {
-        "queue": PlayoutState.QUEUED,
-        "drain": PlayoutState.IDLE,
-        "clear": PlayoutState.IDLE,
-    },
-}
+from .states import PlayoutState, advance
 
 
 class Playout:
@@ -68,10 +37,7 @@ class Playout:
         self._flushing: tuple[str | None, float] = (None, 0.0)
 
     def _go(self, trigger: str) -> None:
-        try:
-            self.state = PLAYOUT_TRANSITIONS[self.state][trigger]
-        except KeyError:
-            raise IllegalTransition(f"playout: {trigger!r} in state {self.state.value}") from None
+        self.state = advance(self.state, trigger, "playout")
 
     @property
     def active(self) -> bool:

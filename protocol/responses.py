@@ -1,6 +1,6 @@
 """One response's lifecycle and the exact ladder of events it streams.
 
-Phases and their allowed triggers are the table :data:`RESPONSE_TRANSITIONS`. Within a
+Phases and their allowed triggers are the table ``states.RESPONSE_TRANSITIONS``. Within a
 response, at most one message item is open at a time, with one content part (``audio`` with a
 transcript, or ``text``); a function call is emitted whole. Closing (complete, cancel, fail)
 sends every pending ``*.done`` event, then ``response.done``, after which the response accepts
@@ -10,7 +10,6 @@ nothing more.
 from __future__ import annotations
 
 import base64
-import enum
 from typing import Any
 
 import attrs
@@ -22,24 +21,7 @@ from .effects import ResponsePlan
 from .errors import IllegalTransition
 from .items import Content, FunctionCallItem, Item, MessageItem
 from .session import BYTES_PER_MS
-
-
-class Phase(enum.Enum):
-    WAITING_INPUT = "waiting_input"  # created; waiting for transcripts of its context
-    GENERATING = "generating"
-    DONE = "done"
-
-
-RESPONSE_TRANSITIONS: dict[Phase, dict[str, Phase]] = {
-    Phase.WAITING_INPUT: {"start": Phase.GENERATING, "cancel": Phase.DONE, "fail": Phase.DONE},
-    Phase.GENERATING: {
-        "output": Phase.GENERATING,
-        "complete": Phase.DONE,
-        "cancel": Phase.DONE,
-        "fail": Phase.DONE,
-    },
-    Phase.DONE: {},
-}
+from .states import Phase, advance
 
 
 @attrs.define
@@ -86,12 +68,7 @@ class ResponseRun:
     # --- transitions -------------------------------------------------------------------------
 
     def _go(self, trigger: str) -> None:
-        try:
-            self.phase = RESPONSE_TRANSITIONS[self.phase][trigger]
-        except KeyError:
-            raise IllegalTransition(
-                f"response {self.id}: '{trigger}' is not allowed in phase {self.phase.value}"
-            ) from None
+        self.phase = advance(self.phase, trigger, f"response {self.id}")
 
     @property
     def is_done(self) -> bool:

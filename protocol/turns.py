@@ -2,7 +2,9 @@
 
 The VAD engine turns each frame of input audio into a probability; this pure state machine
 decides the ``speech_started`` / ``speech_stopped`` moments on the session's input timeline
-(milliseconds of audio appended since the session began), and the pauses in between.
+(milliseconds of audio appended since the session began), and the pauses in between. Its
+states and their transitions are ``states.VOICE_TRANSITIONS``; this module decides, from the
+frames and the timings below, which transition each frame makes.
 
 A frame is *speech* at or above the session's threshold, *silence* below
 ``threshold - HYSTERESIS``, and in between otherwise. The states:
@@ -36,11 +38,10 @@ is stale and ignored.
 
 from __future__ import annotations
 
-import enum
-
 import attrs
 
 from .session import TurnDetection
+from .states import VoiceState, advance
 
 #: speech must last this long before it counts (filters clicks and breaths); the same holds
 #: for speech resuming after a pause
@@ -57,13 +58,6 @@ SEMANTIC_MAX_WAIT_MS: dict[str, int] = {"low": 4000, "medium": 2000, "auto": 200
 #: ``semantic_vad`` with a turn model: a pause is scored again after each further this many ms
 #: of silence, up to the eagerness' longest wait
 RESCORE_EVERY_MS = 400
-
-
-class VoiceState(enum.Enum):
-    SILENCE = "silence"
-    ONSET = "onset"  # speech frames seen, not long enough yet
-    SPEECH = "speech"
-    PAUSE = "pause"  # speech, then PAUSE_MS of silence: the turn may be over
 
 
 @attrs.frozen
@@ -132,8 +126,9 @@ class TurnDetector:
         """Whether a pause is scored by the turn model."""
         return self.config.type == "semantic_vad" and self.turn_model
 
-    def reset(self) -> None:
-        self.state, self.onset_ms, self.silence_ms = VoiceState.SILENCE, 0, 0
+    def reset(self, trigger: str = "reset") -> None:
+        self.state = advance(self.state, trigger, "turn detector")
+        self.onset_ms, self.silence_ms = 0, 0
         self.resume_ms, self.speech_after_pause = 0, False
 
     def feed(self, end_ms: int, duration_ms: int, probability: float) -> Signal | None:
@@ -143,12 +138,12 @@ class TurnDetector:
         silence = probability < self.config.threshold - HYSTERESIS
         if self.state is VoiceState.SILENCE:
             if speech:
-                self.state = VoiceState.ONSET
+                self.state = advance(self.state, "speech_frame", "turn detector")
                 self.onset_start_ms, self.onset_ms = end_ms - duration_ms, duration_ms
             return self._started()
         if self.state is VoiceState.ONSET:
             if silence:
-                self.reset()
+                self.reset("onset_lost")
             elif speech:
                 self.onset_ms += duration_ms
             return self._started()
@@ -162,7 +157,7 @@ class TurnDetector:
                 and PAUSE_MS <= self.silence_ms
                 and PAUSE_MS < self.end_of_turn_ms
             ):
-                self.state = VoiceState.PAUSE
+                self.state = advance(self.state, "paused", "turn detector")
                 self.pause_id += 1
                 self.resume_ms, self.speech_after_pause = 0, False
                 self.next_score_ms = PAUSE_MS + RESCORE_EVERY_MS
@@ -183,7 +178,8 @@ class TurnDetector:
             self.speech_after_pause = True
             self.resume_ms += duration_ms
             if self.resume_ms >= MIN_SPEECH_MS:
-                self.state, self.resume_ms = VoiceState.SPEECH, 0
+                self.state = advance(self.state, "resumed", "turn detector")
+                self.resume_ms = 0
                 return SpeechResume()
         return None
 
@@ -201,11 +197,12 @@ class TurnDetector:
 
     def _started(self) -> SpeechStart | None:
         if self.state is VoiceState.ONSET and self.onset_ms >= MIN_SPEECH_MS:
-            self.state, self.silence_ms = VoiceState.SPEECH, 0
+            self.state = advance(self.state, "speech_started", "turn detector")
+            self.silence_ms = 0
             return SpeechStart(audio_start_ms=max(0, self.onset_start_ms))
         return None
 
     def _stop(self, end_ms: int) -> SpeechStop:
         stop = SpeechStop(audio_end_ms=end_ms, speech_after_pause=self.speech_after_pause)
-        self.reset()
+        self.reset("turn_ended")
         return stop

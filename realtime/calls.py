@@ -192,8 +192,14 @@ class Calls:
         self.pool, self.metrics, self.options = pool, metrics, options
         self.settings, self.shutdown = settings, shutdown
         self.live: dict[str, Call] = {}
+        self._call_ended = trio.lowlevel.ParkingLot()
         self._nursery: trio.Nursery | None = None
         self._rtc: Any = None
+
+    async def all_ended(self) -> None:
+        """Return once no call is live."""
+        while self.live:
+            await self._call_ended.park()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The calls nursery; cancelled with the server."""
@@ -295,6 +301,7 @@ class Calls:
                 await self._run_session(call, pipeline, options)
         finally:
             del self.live[call.call_id]
+            self._call_ended.unpark_all()
             self.pool.release(pipeline)
             for callback in call.ended_callbacks:
                 callback()

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import trio
@@ -24,6 +24,7 @@ from engines.choice import (
     build_turn_model,
     drop_none,
 )
+from engines.embedded import default_threads
 from engines.workers import (
     EngineWorker,
     WorkerLLM,
@@ -41,7 +42,6 @@ from .server import serve_until_signal
 from .session import ENGINE_RATE, SessionOptions
 
 log = logging.getLogger("realtime")
-T = TypeVar("T")
 
 #: how much longer than --engine_timeout_s an engine worker may stay silent in a call before it
 #: is killed as hung: the session gives up on the call and cancels it at the timeout, and a
@@ -394,28 +394,14 @@ def resolve_engines(args: argparse.Namespace) -> argparse.Namespace:
     )
 
 
-def _timed(index: int, stage: str, name: str, load: Callable[[], T]) -> T:
-    started = time.perf_counter()
-    engine = load()
-    log.info(
-        "pipeline %d: %s=%s loaded in %.2f s", index, stage, name, time.perf_counter() - started
-    )
-    return engine
-
-
 def _threads(args: argparse.Namespace) -> int:
-    return int(args.threads or min(2, os.cpu_count() or 1))
+    return int(args.threads or default_threads())
 
 
-def _load_vad(args: argparse.Namespace, index: int) -> VAD:
+def _load_vad(args: argparse.Namespace) -> VAD:
     from engines import embedded
 
-    return _timed(
-        index,
-        "vad",
-        args.vad,
-        lambda: embedded.load_vad(**drop_none({"model_path": args.vad_model_path})),
-    )
+    return embedded.load_vad(**drop_none({"model_path": args.vad_model_path}))
 
 
 def build_pipeline(
@@ -424,10 +410,10 @@ def build_pipeline(
     """One engine chain in this process; ``turn_model`` (for ``semantic_vad``) is shared by
     all of them."""
     threads = _threads(args)
-    vad = _load_vad(args, index)
-    stt = _timed(index, "stt", args.stt, lambda: build_stt(args, threads))
-    llm = _timed(index, "llm", args.llm, lambda: build_llm(args, threads))
-    tts = _timed(index, "tts", args.tts, lambda: build_tts(args, threads))
+    vad = _load_vad(args)
+    stt = build_stt(args, threads)
+    llm = build_llm(args, threads)
+    tts = build_tts(args, threads)
     if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
         raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts, turn_model=turn_model)
@@ -471,12 +457,18 @@ def build_worker_pool(args: argparse.Namespace, transcription_sessions: int) -> 
         for each in engines:
             each.wait_ready()
         for each in engines:
-            log.info("%s=%s ready in its worker (pid %s)", each.name, each.info["type"], each.pid)
+            log.info(
+                "%s=%s loaded in its worker (pid %s) in %.2f s",
+                each.name,
+                each.info["type"],
+                each.pid,
+                each.load_seconds,
+            )
         turn_model = WorkerTurnModel(turn) if turn in started else None
         pipelines = [
             Pipeline(
                 index=i,
-                vad=_load_vad(args, i),
+                vad=_load_vad(args),
                 stt=WorkerSTT(stt),
                 llm=WorkerLLM(llm),
                 tts=WorkerTTS(tts),

@@ -78,8 +78,7 @@ async def serve(
         await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
         # WebRTC calls are not hypercorn's connections: give them the same grace period
         with trio.move_on_after(graceful_timeout_s):
-            while calls.live:
-                await trio.sleep(0.05)
+            await calls.all_ended()
         nursery.cancel_scope.cancel()
 
 

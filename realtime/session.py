@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 import trio
 
-from engines.base import CancelToken, EngineError, EngineFailed, Transcript
+from engines.base import CancelToken, EngineError, EngineFailed, FloatAudio, Transcript
 from protocol import RealtimeConnection, encode_server_event
 from protocol import effects as fx
 from protocol import events as ev
@@ -114,6 +114,7 @@ class Outbox:
         self._send_timeout_s = send_timeout_s
         self._readable = trio.lowlevel.ParkingLot()  # the pump waits here for frames
         self._room = trio.lowlevel.ParkingLot()  # producers wait here for room
+        self._emptied = trio.lowlevel.ParkingLot()  # drain() waits here for the last frame
         self._sending = False
 
     def put(self, frame: str) -> None:
@@ -142,6 +143,7 @@ class Outbox:
             self._sending = False
             if not self._frames:
                 self._room.unpark_all()
+                self._emptied.unpark_all()
 
     @property
     def empty(self) -> bool:
@@ -151,7 +153,7 @@ class Outbox:
         """Wait (at most ``timeout_s``) until every queued frame was handed to the client."""
         with trio.move_on_after(timeout_s):
             while not self.empty:
-                await trio.sleep(0.01)
+                await self._emptied.park()
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -160,13 +162,13 @@ class Outbox:
 @attrs.frozen
 class _Partial:
     item_id: str
-    samples: Any
+    samples: FloatAudio  #: 16 kHz
 
 
 @attrs.frozen
 class _Final:
     item_id: str
-    samples: Any
+    samples: FloatAudio  #: 16 kHz
     language: str | None
     prompt: str | None
 
@@ -178,7 +180,7 @@ class _Held:
 
     item_id: str
     speculation: Speculation
-    samples: Any
+    samples: FloatAudio  #: 16 kHz
     language: str | None
     prompt: str | None
 
@@ -271,6 +273,7 @@ class SessionRunner:
         self.outbox = outbox
         self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
+        self._response_ended = trio.lowlevel.ParkingLot()  # a response task's entry went
         self._speculations: dict[str, Speculation] = {}
         self._generator = ResponseGenerator(
             pipeline,
@@ -339,7 +342,7 @@ class SessionRunner:
         """On server shutdown: let the active response finish (the server bounds the wait)."""
         await self.shutdown.wait()
         while self._responses:
-            await trio.sleep(0.05)
+            await self._response_ended.park()
         await self.outbox.drain(timeout_s=2.0)
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
@@ -693,25 +696,11 @@ class SessionRunner:
                     cause = _single_cause(exc)
                     if isinstance(cause, SlowClient):
                         raise cause from None  # the client's doing, not the engines': it ends
-                    self.metrics.engine_errors += 1
-                    if isinstance(cause, EngineFailed):  # the supervisor logged the death
-                        log.error(
-                            "session %s: response %s failed: %s",
-                            self.session_id,
-                            response_id,
-                            cause,
-                        )
-                    else:
-                        log.exception(
-                            "session %s: response %s failed", self.session_id, response_id
-                        )
-                    message = str(cause) or type(cause).__name__
-                    await self._apply(
-                        self.conn.feed(ins.ResponseFailed(response_id, message, _code(cause)))
-                    )
+                    await self._response_failed(response_id, cause)
         finally:
             token.cancel()
             self._responses.pop(response_id, None)
+            self._response_ended.unpark_all()
         log.info(
             "session %s: response %s ended after %.2f s%s",
             self.session_id,
@@ -719,6 +708,23 @@ class SessionRunner:
             time.monotonic() - started,
             " (cancelled)" if scope.cancelled_caught else "",
         )
+
+    async def _response_failed(self, response_id: str, failure: BaseException) -> None:
+        """Count, log and report (``response.done`` failed, then ``error``) an engine failure
+        that ended a response. A worker's death is one line (its supervisor logged how it
+        died); anything else is logged with its traceback."""
+        self.metrics.engine_errors += 1
+        if isinstance(failure, EngineFailed):
+            log.error("session %s: response %s failed: %s", self.session_id, response_id, failure)
+        else:
+            log.error(
+                "session %s: response %s failed",
+                self.session_id,
+                response_id,
+                exc_info=(type(failure), failure, failure.__traceback__),
+            )
+        message = str(failure) or type(failure).__name__
+        await self._apply(self.conn.feed(ins.ResponseFailed(response_id, message, _code(failure))))
 
     def _live_output(
         self, response_id: str, started: float
@@ -842,18 +848,11 @@ class SessionRunner:
                         break
                     await speculation.changed()
                 if speculation.failure is not None:
-                    failure = speculation.failure
-                    self.metrics.engine_errors += 1
-                    log.error(
-                        "session %s: response %s failed: %r", self.session_id, response_id, failure
-                    )
-                    message = str(failure) or type(failure).__name__
-                    await self._apply(
-                        self.conn.feed(ins.ResponseFailed(response_id, message, _code(failure)))
-                    )
+                    await self._response_failed(response_id, speculation.failure)
         finally:
             speculation.cancel()
             self._responses.pop(response_id, None)
+            self._response_ended.unpark_all()
         log.info(
             "session %s: response %s ended after %.2f s%s (started at a pause)",
             self.session_id,

@@ -88,6 +88,7 @@ class _Link:
         #: since when a caller has been waiting for the worker's next frame (None: no one is)
         self.waiting_since: float | None = None
         self.hung = False  #: killed by the watchdog
+        self.spawned = time.monotonic()
 
     def send(self, frame: Frame) -> None:
         with self.send_lock:
@@ -138,6 +139,7 @@ class EngineWorker:
         self.restarts = 0  #: starts after the first
         self.crashes = 0  #: deaths the server did not ask for
         self.last_exit: str | None = None  #: how the last incarnation ended
+        self.load_seconds = 0.0  #: from the last start of the process to its READY
         self._crash_times: deque[float] = deque(maxlen=64)
         self._link: _Link | None = None
         self._changed = threading.Condition()
@@ -347,6 +349,7 @@ class EngineWorker:
         if frame.kind is Kind.ERROR:
             raise rebuild(frame.meta)
         link.info = dict(frame.meta)
+        self.load_seconds = time.monotonic() - link.spawned
 
     def _reap(self, link: _Link, grace_s: float = 5.0) -> None:
         try:
