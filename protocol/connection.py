@@ -36,6 +36,7 @@ from .effects import (
     StartSpeculation,
     TranscribeItemAudio,
     TranscribeLive,
+    TranscriptionOptions,
     user_audio_item,
 )
 from .errors import IllegalTransition, ProtocolError
@@ -269,14 +270,12 @@ class RealtimeConnection:
             ev.ConversationItemAdded(previous_item_id=previous, item=item),
             ev.ConversationItemDone(previous_item_id=previous, item=item),
         ]
-        transcription = self.session.transcription or {}
         out.effects.append(
             CommitInputAudio(
                 item_id,
                 start_ms,
                 end_ms,
-                language=transcription.get("language"),
-                prompt=transcription.get("prompt"),
+                self.transcription_options(),
                 speculation_id=speculation_id,
             )
         )
@@ -338,15 +337,14 @@ class RealtimeConnection:
         padding = 0 if td is None else td.prefix_padding_ms
         return max(int(self.buffer_start_ms), self.speech_start_ms - padding)
 
-    def transcription_options(self) -> dict[str, Any]:
-        """What the session asks its input transcriptions for: ``language``, ``prompt`` and
-        ``logprobs``."""
+    def transcription_options(self) -> TranscriptionOptions:
+        """What the session asks its input transcriptions for now."""
         transcription = self.session.transcription or {}
-        return {
-            "language": transcription.get("language"),
-            "prompt": transcription.get("prompt"),
-            "logprobs": self.session.include_logprobs,
-        }
+        return TranscriptionOptions(
+            language=transcription.get("language"),
+            prompt=transcription.get("prompt"),
+            logprobs=self.session.include_logprobs,
+        )
 
     def _on_pause(self, pause: SpeechPause, out: Output) -> None:
         """The turn may be over: speculate on it and have the turn model score it."""
@@ -383,7 +381,7 @@ class RealtimeConnection:
             item_id=self.speech_item_id,
             start_ms=start,
             end_ms=pause.audio_end_ms,
-            **self.transcription_options(),
+            transcription=self.transcription_options(),
             plan=attrs.evolve(self._plan(ev.ResponseParams()), context=tuple(self.conversation))
             if answers
             else None,
@@ -502,15 +500,13 @@ class RealtimeConnection:
             ev.ConversationItemDone(previous_item_id=previous, item=item),
         ]
         if decoded:
-            transcription = self.session.transcription or {}
             self.pending_transcripts.add(item.id)
             out.effects.append(
                 TranscribeItemAudio(
                     item.id,
                     b"".join(decoded),
                     self.session.input_format,
-                    language=transcription.get("language"),
-                    prompt=transcription.get("prompt"),
+                    self.transcription_options(),
                 )
             )
 

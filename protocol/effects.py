@@ -33,14 +33,28 @@ class TranscribeLive:
 
 
 @attrs.frozen
+class TranscriptionOptions:
+    """What a session asks of each input transcription: ``audio.input.transcription``'s
+    ``language`` and ``prompt``, and word log probabilities when ``include`` names them.
+    Every transcription effect carries the value in force when it was made."""
+
+    language: str | None = None
+    prompt: str | None = None
+    logprobs: bool = False
+
+    def stt_options(self) -> dict[str, Any]:
+        """As keyword arguments of the STT engine's ``transcribe``."""
+        return {"language": self.language, "prompt": self.prompt, "logprobs": self.logprobs}
+
+
+@attrs.frozen
 class CommitInputAudio:
     """Cut ``[start_ms, end_ms)`` of the input timeline into ``item_id`` and transcribe it."""
 
     item_id: str
     start_ms: int
     end_ms: int
-    language: str | None
-    prompt: str | None
+    transcription: TranscriptionOptions
     #: the speculation whose transcript stands for this segment (see ``speculation.py``):
     #: use it instead of transcribing anew (if it has none after all, transcribe)
     speculation_id: str | None = None
@@ -53,8 +67,7 @@ class TranscribeItemAudio:
     item_id: str
     audio: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     format: str
-    language: str | None
-    prompt: str | None
+    transcription: TranscriptionOptions
 
 
 @attrs.frozen
@@ -101,16 +114,9 @@ class StartSpeculation:
     item_id: str  #: the id the segment will be committed as
     start_ms: int
     end_ms: int
-    language: str | None
-    prompt: str | None
-    logprobs: bool  #: ask the STT for per-token log probabilities
+    transcription: TranscriptionOptions
     #: the response the turn would start, without the user's item (None: no response follows)
     plan: ResponsePlan | None
-
-    @property
-    def transcription_options(self) -> dict[str, Any]:
-        """``language``, ``prompt`` and ``logprobs``, as the STT is asked for them."""
-        return {"language": self.language, "prompt": self.prompt, "logprobs": self.logprobs}
 
     def response_plan(self, transcript: str) -> ResponsePlan:
         """The plan with the user's item added as it will be once transcribed."""

@@ -31,11 +31,10 @@ where held work may stand in for new engine calls.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import attrs
 
-from .effects import ResponsePlan, StartSpeculation
+from .effects import ResponsePlan, StartSpeculation, TranscriptionOptions
 from .items import MessageItem
 
 _NOT_WORD = re.compile(r"[^\w\s]+")
@@ -60,10 +59,10 @@ class Speculation:
     def id(self) -> str:
         return self.request.speculation_id
 
-    def transcript_stands(self, *, speech_after_pause: bool, options: dict[str, Any]) -> bool:
+    def transcript_stands(self, *, speech_after_pause: bool, options: TranscriptionOptions) -> bool:
         """Whether the held transcript stands for the committed segment, transcribed with
         ``options`` (:meth:`~protocol.connection.RealtimeConnection.transcription_options`)."""
-        return not speech_after_pause and self.request.transcription_options == options
+        return not speech_after_pause and self.request.transcription == options
 
     def response_stands(self, plan: ResponsePlan) -> bool:
         """Whether the held response stands for a response with ``plan`` (its context final)."""

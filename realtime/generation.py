@@ -21,7 +21,7 @@ from . import audio
 from .context import llm_request
 from .metrics import Metrics
 from .pool import Pipeline
-from .speculation import Speculation, engine_limiter
+from .speculation import SpeculativeWork, engine_limiter
 from .text import SpeechChunker, clean_for_speech
 from .threads import stream_in_thread
 
@@ -47,7 +47,7 @@ class ResponseGenerator:
         plan: ResponsePlan,
         token: CancelToken,
         emit: Callable[[ins.EngineResult], Awaitable[None]],
-        held: Speculation | None = None,
+        held: SpeculativeWork | None = None,
     ) -> None:
         """LLM -> speech chunks -> TTS for ``plan``, each result handed to ``emit``.
 

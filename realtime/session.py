@@ -27,14 +27,14 @@ from protocol import effects as fx
 from protocol import events as ev
 from protocol import inputs as ins
 from protocol.connection import Output
-from protocol.effects import ResponsePlan
+from protocol.effects import ResponsePlan, TranscriptionOptions
 from protocol.turns import VoiceState
 
 from . import audio
 from .generation import ResponseGenerator
 from .metrics import Metrics
 from .pool import Pipeline
-from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, Speculation, engine_limiter
+from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, SpeculativeWork, engine_limiter
 from .text import confirmed_growth
 from .threads import call_in_thread
 
@@ -169,8 +169,7 @@ class _Partial:
 class _Final:
     item_id: str
     samples: FloatAudio  #: 16 kHz
-    language: str | None
-    prompt: str | None
+    transcription: TranscriptionOptions
 
 
 @attrs.frozen
@@ -179,10 +178,9 @@ class _Held:
     for its duration, and transcribed if the speculation ends without a transcript)."""
 
     item_id: str
-    speculation: Speculation
+    speculation: SpeculativeWork
     samples: FloatAudio  #: 16 kHz
-    language: str | None
-    prompt: str | None
+    transcription: TranscriptionOptions
 
 
 class InputTimeline:
@@ -274,7 +272,7 @@ class SessionRunner:
         self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
         self._response_ended = trio.lowlevel.ParkingLot()  # a response task's entry went
-        self._speculations: dict[str, Speculation] = {}
+        self._speculations: dict[str, SpeculativeWork] = {}
         self._generator = ResponseGenerator(
             pipeline,
             self.metrics,
@@ -376,9 +374,7 @@ class SessionRunner:
                 samples = audio.StreamingResampler(audio.WIRE_RATE[effect.format], ENGINE_RATE)(
                     audio.decode(effect.audio, effect.format)
                 )
-                await self._stt_send.send(
-                    _Final(effect.item_id, samples, effect.language, effect.prompt)
-                )
+                await self._stt_send.send(_Final(effect.item_id, samples, effect.transcription))
             elif isinstance(effect, fx.StartResponse):
                 self._start_response(effect.response_id, effect.plan, effect.speculation_id)
             elif isinstance(effect, fx.CancelResponse):
@@ -437,12 +433,10 @@ class SessionRunner:
                         "session %s: %s transcript used", self.session_id, speculation.id
                     )
                 await self._stt_send.send(
-                    _Held(effect.item_id, speculation, samples, effect.language, effect.prompt)
+                    _Held(effect.item_id, speculation, samples, effect.transcription)
                 )
                 return
-            await self._stt_send.send(
-                _Final(effect.item_id, samples, effect.language, effect.prompt)
-            )
+            await self._stt_send.send(_Final(effect.item_id, samples, effect.transcription))
         elif isinstance(effect, fx.ClearInputAudio):
             self._live = None
             self.timeline.drop_before(self.timeline.total * 1000 // ENGINE_RATE)
@@ -555,7 +549,8 @@ class SessionRunner:
     async def _early_transcript_task(self, early: EarlyTranscript, samples: np.ndarray) -> None:
         with early.scope:
             try:
-                early.result = await self._transcribe(samples, speculative=True, **early.options)
+                options = early.options.stt_options()
+                early.result = await self._transcribe(samples, speculative=True, **options)
             except Exception:
                 log.warning("session %s: early transcription failed", self.session_id)
         early.done.set()
@@ -565,7 +560,7 @@ class SessionRunner:
     async def _transcribe(
         self,
         samples: np.ndarray,
-        held: Speculation | None = None,
+        held: SpeculativeWork | None = None,
         *,
         speculative: bool = False,
         **options: Any,
@@ -618,13 +613,11 @@ class SessionRunner:
                         request.item_id, speculation.transcript, len(request.samples)
                     )
                     continue
-                request = _Final(request.item_id, request.samples, request.language, request.prompt)
+                request = _Final(request.item_id, request.samples, request.transcription)
             try:
                 result, took = await self._transcribe(
                     request.samples,
-                    language=request.language,
-                    prompt=request.prompt,
-                    logprobs=self.conn.session.include_logprobs,
+                    **request.transcription.stt_options(),
                 )
             except Exception as exc:
                 self.metrics.engine_errors += 1
@@ -751,7 +744,9 @@ class SessionRunner:
 
     def _start_speculation(self, request: fx.StartSpeculation) -> None:
         assert self._nursery is not None
-        speculation = Speculation(request, self.timeline.slice(request.start_ms, request.end_ms))
+        speculation = SpeculativeWork(
+            request, self.timeline.slice(request.start_ms, request.end_ms)
+        )
         early, silence_start = self._early, self._silence_start_ms()
         if early is not None and silence_start is not None and early.serves(request, silence_start):
             early.claimed, speculation.early = True, early
@@ -766,7 +761,7 @@ class SessionRunner:
         if speculation is not None:
             self._drop(speculation)
 
-    def _drop(self, speculation: Speculation) -> None:
+    def _drop(self, speculation: SpeculativeWork) -> None:
         """The machine wants nothing more of ``speculation`` than, perhaps, its transcript."""
         if speculation.transcript_claimed:
             speculation_log.debug("session %s: %s transcript used", self.session_id, speculation.id)
@@ -777,7 +772,7 @@ class SessionRunner:
             speculation_log.debug("session %s: %s wasted", self.session_id, speculation.id)
         speculation.cancel()
 
-    async def _speculation_task(self, speculation: Speculation) -> None:
+    async def _speculation_task(self, speculation: SpeculativeWork) -> None:
         """Transcribe the span, tell the machine, then generate the response into the hold."""
         request = speculation.request
         failure: BaseException | None = None
@@ -791,7 +786,9 @@ class SessionRunner:
                         result, took = early.result
                     else:
                         result, took = await self._transcribe(
-                            speculation.samples, speculation, **request.transcription_options
+                            speculation.samples,
+                            speculation,
+                            **request.transcription.stt_options(),
                         )
                 except Exception:
                     log.warning("session %s: speculative transcription failed", self.session_id)
@@ -830,7 +827,7 @@ class SessionRunner:
             speculation.finish(failure)
 
     async def _held_response_task(
-        self, response_id: str, speculation: Speculation, scope: trio.CancelScope
+        self, response_id: str, speculation: SpeculativeWork, scope: trio.CancelScope
     ) -> None:
         """A response from a speculation: replay what it holds, then follow it to its end."""
         started = time.monotonic()

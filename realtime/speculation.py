@@ -3,10 +3,10 @@
 When speculation starts and when what it produced stands are the protocol machine's rules
 (``protocol/speculation.py``). Here is the shell's side: the session's speculation task
 transcribes the span and, when a response would follow, runs the response pipeline with its
-results going to :attr:`Speculation.results` instead of the machine. Nothing held reaches the
-client: a cancelled speculation is dropped whole. When the machine starts the turn's response
-from it, the response's task replays the held results under the response's id and follows
-the rest as the still-running work produces them.
+results going to :attr:`SpeculativeWork.results` instead of the machine. Nothing held
+reaches the client: a cancelled speculation is dropped whole. When the machine starts the
+turn's response from it, the response's task replays the held results under the response's
+id and follows the rest as the still-running work produces them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import trio
 
 from engines.base import CancelToken, Transcript
 from protocol import inputs as ins
-from protocol.effects import StartSpeculation
+from protocol.effects import StartSpeculation, TranscriptionOptions
 
 from .pool import EngineLimiter
 
@@ -40,7 +40,7 @@ class EarlyTranscript:
         start_ms: int,
         end_ms: int,
         silence_start_ms: int,
-        options: dict[str, Any],
+        options: TranscriptionOptions,
     ) -> None:
         self.item_id, self.start_ms, self.end_ms = item_id, start_ms, end_ms
         self.silence_start_ms = silence_start_ms
@@ -57,14 +57,14 @@ class EarlyTranscript:
             (self.item_id, self.start_ms, self.silence_start_ms)
             == (request.item_id, request.start_ms, silence_start_ms)
             and self.end_ms <= request.end_ms
-            and self.options == request.transcription_options
+            and self.options == request.transcription
         )
 
     def cancel(self) -> None:
         self.scope.cancel()
 
 
-class Speculation:
+class SpeculativeWork:
     """The work and the held results of one ``StartSpeculation``.
 
     ``samples``: the span's 16 kHz audio, cut when the speculation was asked for.
@@ -139,6 +139,6 @@ class Speculation:
         self._changed = trio.Event()
 
 
-def engine_limiter(engine: EngineLimiter, held: Speculation | None) -> Any:
+def engine_limiter(engine: EngineLimiter, held: SpeculativeWork | None) -> Any:
     """The ``to_thread`` limiter for a call of ``engine`` made for ``held`` (None: live)."""
     return engine if held is None else held.limiter(engine)

@@ -276,7 +276,7 @@ def test_transcription_settings_reach_the_commit_effect() -> None:
     )
     voice_turn(d)
     (commit,) = [e for e in d.effects if type(e).__name__ == "CommitInputAudio"]
-    assert (commit.language, commit.prompt) == ("fr", "Le")
+    assert (commit.transcription.language, commit.transcription.prompt) == ("fr", "Le")
 
 
 def test_transcription_off_sends_no_transcription_events() -> None:

@@ -280,7 +280,7 @@ def test_changed_transcription_settings_transcribe_the_turn_anew() -> None:
     )
     shell.vad(320, SILENCE)
     (commit,) = shell.effects(CommitInputAudio)
-    assert (commit.speculation_id, commit.language) == (None, "en")
+    assert (commit.speculation_id, commit.transcription.language) == (None, "en")
 
 
 @pytest.mark.parametrize(
