@@ -24,10 +24,12 @@ import trio
 from protocol import ProtocolError, RealtimeConnection
 from protocol.session import deep_merge
 
+from .input_audio import ENGINE_RATE
 from .metrics import Metrics
+from .outbox import Outbox
 from .pool import Pipeline, PipelinePool, PoolExhausted
 from .rtc_loop import RtcLoopClosed
-from .session import ENGINE_RATE, Outbox, SessionOptions, SessionRunner
+from .session import SessionOptions, SessionRunner
 
 log = logging.getLogger("realtime.calls")
 

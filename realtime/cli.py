@@ -37,9 +37,10 @@ from protocol import ProtocolError, RealtimeConnection
 
 from .calls import CallSettings
 from .endpoint import AppSettings
+from .input_audio import ENGINE_RATE
 from .pool import Pipeline, PipelinePool
 from .server import serve_until_signal
-from .session import ENGINE_RATE, SessionOptions
+from .session import SessionOptions
 
 log = logging.getLogger("realtime")
 

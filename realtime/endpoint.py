@@ -23,8 +23,9 @@ from protocol import events as ev
 
 from .calls import Calls, CallSettings, sideband
 from .metrics import Metrics
+from .outbox import Outbox
 from .pool import PipelinePool, PoolExhausted
-from .session import Outbox, SessionOptions, SessionRunner
+from .session import SessionOptions, SessionRunner
 
 log = logging.getLogger("realtime.endpoint")
 

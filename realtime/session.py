@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -21,22 +20,30 @@ import attrs
 import numpy as np
 import trio
 
-from engines.base import CancelToken, EngineError, EngineFailed, FloatAudio, Transcript
+from engines.base import CancelToken, EngineError, EngineFailed, Transcript
 from protocol import RealtimeConnection, encode_server_event
 from protocol import effects as fx
 from protocol import events as ev
 from protocol import inputs as ins
 from protocol.connection import Output
-from protocol.effects import ResponsePlan, TranscriptionOptions
+from protocol.effects import ResponsePlan
 from protocol.turns import VoiceState
 
 from . import audio
 from .generation import ResponseGenerator
+from .input_audio import ENGINE_RATE, InputTimeline
 from .metrics import Metrics
+from .outbox import Outbox, SlowClient
 from .pool import Pipeline
 from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, SpeculativeWork, engine_limiter
 from .text import confirmed_growth
 from .threads import call_in_thread
+from .transcription_requests import (
+    FinalTranscription,
+    HeldTranscription,
+    PartialTranscription,
+    TranscriptionRequest,
+)
 
 log = logging.getLogger("realtime.session")
 #: silence (ms) after which no partial hypothesis is started: one in flight at the pause would
@@ -44,9 +51,6 @@ log = logging.getLogger("realtime.session")
 PARTIAL_QUIET_MS = 100
 #: one debug line per speculation: used or wasted (scripts/bench_turns.py counts them)
 speculation_log = logging.getLogger("realtime.session.speculation")
-
-ENGINE_RATE = 16_000  #: the input timeline's rate, shared by VAD and STT
-MAX_BUFFERED_INPUT_S = 600  #: uncommitted input audio kept at most (oldest dropped first)
 
 
 class EventPort(Protocol):
@@ -75,10 +79,6 @@ class CallMedia(Protocol):
 PLAYOUT_RATE = 48_000  #: Hz of a WebRTC call's output track
 
 
-class SlowClient(Exception):
-    """The client stopped reading; the session ends instead of buffering without bound."""
-
-
 @attrs.frozen
 class SessionOptions:
     model: str = "gpt-realtime"
@@ -98,125 +98,6 @@ class SessionOptions:
     outbox_high_water: int = 512  #: events queued for the client before producers wait
     send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
     engine_timeout_s: float = 30.0
-
-
-class Outbox:
-    """Encoded server events in machine order, bounded by back-pressure on their producers.
-
-    Producers put frames without waiting (so no task can reorder another's events), then wait
-    for room when more than ``high_water`` frames are queued. A producer kept waiting longer
-    than ``send_timeout_s`` means the client stopped reading: :class:`SlowClient`.
-    """
-
-    def __init__(self, high_water: int, send_timeout_s: float) -> None:
-        self._frames: deque[str] = deque()
-        self._high_water = high_water
-        self._send_timeout_s = send_timeout_s
-        self._readable = trio.lowlevel.ParkingLot()  # the pump waits here for frames
-        self._room = trio.lowlevel.ParkingLot()  # producers wait here for room
-        self._emptied = trio.lowlevel.ParkingLot()  # drain() waits here for the last frame
-        self._sending = False
-
-    def put(self, frame: str) -> None:
-        self._frames.append(frame)
-        self._readable.unpark_all()
-
-    async def wait_for_room(self) -> None:
-        if len(self._frames) <= self._high_water:
-            return
-        with trio.move_on_after(self._send_timeout_s) as waited:
-            while len(self._frames) > self._high_water:
-                await self._room.park()
-        if waited.cancelled_caught:
-            raise SlowClient
-
-    async def pump(self, send: Any) -> None:
-        """Send frames to the client in order, forever (run it in the connection's nursery)."""
-        while True:
-            while not self._frames:
-                await self._readable.park()
-            frame = self._frames.popleft()
-            if len(self._frames) <= self._high_water:
-                self._room.unpark_all()
-            self._sending = True
-            await send(frame)
-            self._sending = False
-            if not self._frames:
-                self._room.unpark_all()
-                self._emptied.unpark_all()
-
-    @property
-    def empty(self) -> bool:
-        return not self._frames and not self._sending
-
-    async def drain(self, timeout_s: float) -> None:
-        """Wait (at most ``timeout_s``) until every queued frame was handed to the client."""
-        with trio.move_on_after(timeout_s):
-            while not self.empty:
-                await self._emptied.park()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-
-@attrs.frozen
-class _Partial:
-    item_id: str
-    samples: FloatAudio  #: 16 kHz
-
-
-@attrs.frozen
-class _Final:
-    item_id: str
-    samples: FloatAudio  #: 16 kHz
-    transcription: TranscriptionOptions
-
-
-@attrs.frozen
-class _Held:
-    """A committed segment whose transcript a speculation makes (``samples``: the segment,
-    for its duration, and transcribed if the speculation ends without a transcript)."""
-
-    item_id: str
-    speculation: SpeculativeWork
-    samples: FloatAudio  #: 16 kHz
-    transcription: TranscriptionOptions
-
-
-class InputTimeline:
-    """The session's input audio at 16 kHz, addressed in ms since the session began."""
-
-    def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._base = 0  # absolute sample index of the first stored sample
-        self.total = 0  # samples appended since the session began
-
-    def append(self, samples: np.ndarray) -> None:
-        self._chunks.append(samples)
-        self.total += len(samples)
-        stored = self.total - self._base
-        limit = MAX_BUFFERED_INPUT_S * ENGINE_RATE
-        if stored > 2 * limit:
-            self.drop_before((self.total - limit) * 1000 // ENGINE_RATE)
-
-    def _stored(self) -> np.ndarray:
-        if len(self._chunks) != 1:
-            joined = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-            self._chunks = [joined]
-        return self._chunks[0]
-
-    def slice(self, start_ms: int, end_ms: int) -> np.ndarray:
-        start = max(start_ms * ENGINE_RATE // 1000 - self._base, 0)
-        end = max(end_ms * ENGINE_RATE // 1000 - self._base, 0)
-        return self._stored()[start:end].copy()
-
-    def drop_before(self, ms: int) -> None:
-        cut = ms * ENGINE_RATE // 1000 - self._base
-        if cut <= 0:
-            return
-        stored = self._stored()
-        self._chunks = [stored[cut:]]
-        self._base += min(cut, len(stored))
 
 
 def _single_cause(error: BaseException) -> BaseException:
@@ -269,7 +150,7 @@ class SessionRunner:
         )
         self.session_id = self.conn.session.wire["id"]
         self.outbox = outbox
-        self._stt_send, self._stt_receive = trio.open_memory_channel[Any](64)
+        self._stt_send, self._stt_receive = trio.open_memory_channel[TranscriptionRequest](64)
         self._responses: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
         self._response_ended = trio.lowlevel.ParkingLot()  # a response task's entry went
         self._speculations: dict[str, SpeculativeWork] = {}
@@ -374,7 +255,9 @@ class SessionRunner:
                 samples = audio.StreamingResampler(audio.WIRE_RATE[effect.format], ENGINE_RATE)(
                     audio.decode(effect.audio, effect.format)
                 )
-                await self._stt_send.send(_Final(effect.item_id, samples, effect.transcription))
+                await self._stt_send.send(
+                    FinalTranscription(effect.item_id, samples, effect.transcription)
+                )
             elif isinstance(effect, fx.StartResponse):
                 self._start_response(effect.response_id, effect.plan, effect.speculation_id)
             elif isinstance(effect, fx.CancelResponse):
@@ -433,10 +316,12 @@ class SessionRunner:
                         "session %s: %s transcript used", self.session_id, speculation.id
                     )
                 await self._stt_send.send(
-                    _Held(effect.item_id, speculation, samples, effect.transcription)
+                    HeldTranscription(effect.item_id, speculation, samples, effect.transcription)
                 )
                 return
-            await self._stt_send.send(_Final(effect.item_id, samples, effect.transcription))
+            await self._stt_send.send(
+                FinalTranscription(effect.item_id, samples, effect.transcription)
+            )
         elif isinstance(effect, fx.ClearInputAudio):
             self._live = None
             self.timeline.drop_before(self.timeline.total * 1000 // ENGINE_RATE)
@@ -500,7 +385,7 @@ class SessionRunner:
         self._live_last = self.timeline.total
         samples = self.timeline.slice(start_ms, self.timeline.total * 1000 // ENGINE_RATE)
         try:
-            self._stt_send.send_nowait(_Partial(item_id, samples))
+            self._stt_send.send_nowait(PartialTranscription(item_id, samples))
             self._partial_queued = True
         except trio.WouldBlock:
             pass  # finals are queued; a partial can wait for the next interval
@@ -587,7 +472,7 @@ class SessionRunner:
 
     async def _transcription_task(self) -> None:
         async for request in self._stt_receive:
-            if isinstance(request, _Partial):
+            if isinstance(request, PartialTranscription):
                 self._partial_queued = False
                 if self._live is None or self._live[0] != request.item_id:
                     continue  # the segment was committed or cleared meanwhile
@@ -604,7 +489,7 @@ class SessionRunner:
                     await self._apply(self.conn.feed(ins.TranscriptDelta(request.item_id, growth)))
                 continue
             self._hypothesis.pop(request.item_id, None)
-            if isinstance(request, _Held):
+            if isinstance(request, HeldTranscription):
                 speculation = request.speculation
                 await speculation.transcribed.wait()
                 if speculation.transcript is not None:
@@ -613,7 +498,9 @@ class SessionRunner:
                         request.item_id, speculation.transcript, len(request.samples)
                     )
                     continue
-                request = _Final(request.item_id, request.samples, request.transcription)
+                request = FinalTranscription(
+                    request.item_id, request.samples, request.transcription
+                )
             try:
                 result, took = await self._transcribe(
                     request.samples,

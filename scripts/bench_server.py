@@ -77,8 +77,10 @@ from engines.base import (
 from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
 from protocol.turns import MIN_SPEECH_MS
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool
+from realtime.input_audio import ENGINE_RATE
+from realtime.outbox import Outbox
 from realtime.server import hypercorn_config, serve_on_free_port
-from realtime.session import ENGINE_RATE, Outbox, SessionRunner
+from realtime.session import SessionRunner
 
 HOST = "127.0.0.1"
 CHUNK_MS = 20  #: audio per input_audio_buffer.append
