@@ -23,6 +23,7 @@ from .conversation import Conversation, item_already_exists
 from .effects import (
     AcceptMediaAudio,
     AppendInputAudio,
+    CancelEarlyTranscription,
     CancelResponse,
     CancelSpeculation,
     ClearInputAudio,
@@ -30,23 +31,27 @@ from .effects import (
     CommitInputAudio,
     Effect,
     PlayAudio,
+    QuietLiveTranscription,
     ResponsePlan,
     ScoreTurn,
     StartResponse,
     StartSpeculation,
+    TranscribeEarly,
     TranscribeItemAudio,
     TranscribeLive,
     TranscriptionOptions,
     user_audio_item,
 )
 from .errors import IllegalTransition, ProtocolError
+from .hypotheses import confirmed_growth
 from .items import Content, Item, MessageItem
 from .playout import Playout
 from .responses import ResponseRun
 from .session import BYTES_PER_MS, SESSION_UPDATE_SPEC, SessionConfig
-from .speculation import Speculation
-from .states import InputState, Phase, advance
+from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscription, Speculation
+from .states import InputState, Phase, VoiceState, advance
 from .turns import (
+    PARTIAL_QUIET_MS,
     PAUSE_MS,
     SpeechPause,
     SpeechRescore,
@@ -137,6 +142,10 @@ class RealtimeConnection:
         self.pending_transcripts: set[str] = set()
         #: live transcript text already sent as deltas, per item
         self.transcript_sent: dict[str, str] = {}
+        #: item id -> the last live hypothesis of its growing segment
+        self.hypotheses: dict[str, str] = {}
+        #: whether partials of the speech in progress are held back (``QuietLiveTranscription``)
+        self.live_quiet = False
         #: finished assistant audio: item id -> (audio ms, transcript segments)
         self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
         self.started = False
@@ -145,6 +154,9 @@ class RealtimeConnection:
         #: the speculation held for the turn in progress or its response, if any
         self.speculation: Speculation | None = None
         self.speculations_started = 0
+        #: the turn's early transcription, until a speculation takes it or it is dropped
+        self.early: EarlyTranscription | None = None
+        self.early_transcriptions_started = 0
         #: WebRTC: the call's output audio buffer (None over WebSocket: the client plays)
         self.playout = Playout() if transport == "webrtc" else None
 
@@ -284,6 +296,7 @@ class RealtimeConnection:
         """The speech in progress will never be committed: forget its id and live transcript."""
         if self.speech_item_id is not None:
             self.transcript_sent.pop(self.speech_item_id, None)
+            self.hypotheses.pop(self.speech_item_id, None)
         self.speech_item_id = None
 
     def _on_clear(self, event: ev.InputAudioBufferClear, out: Output) -> None:
@@ -297,6 +310,52 @@ class RealtimeConnection:
         out.effects.append(ClearInputAudio())
 
     def _on_vad_frame(self, frame: ins.VadFrame, out: Output) -> None:
+        self._follow_voice(frame, out)
+        self._transcribe_early(out)
+        self._quiet_live_transcription(out)
+
+    def _quiet_live_transcription(self, out: Output) -> None:
+        """Hold new partials back while the speaker is quiet or a speculation transcribes
+        the turn; let them go on when that is over (:class:`QuietLiveTranscription`)."""
+        if self.speech_item_id is None or self.turns is None or not self.transcribing:
+            return
+        quiet = self.turns.silence_ms >= PARTIAL_QUIET_MS or self.speculation is not None
+        if quiet != self.live_quiet:
+            self.live_quiet = quiet
+            out.effects.append(QuietLiveTranscription(self.speech_item_id, quiet))
+
+    def _transcribe_early(self, out: Output) -> None:
+        """Ask for the turn so far to be transcribed :data:`EARLY_TRANSCRIPT_MS` into a
+        silence after speech, when a pause would start a speculation; drop an early
+        transcription no speculation took once that silence is over."""
+        turns, early = self.turns, self.early
+        silence_start = None if turns is None else turns.silence_start_ms
+        if early is not None and early.silence_start_ms != silence_start:
+            if not early.claimed:
+                out.effects.append(CancelEarlyTranscription(early.id))
+            self.early = early = None  # (a claimed one is its speculation's now)
+        if (
+            early is not None
+            or turns is None
+            or turns.state is not VoiceState.SPEECH
+            or turns.silence_ms < EARLY_TRANSCRIPT_MS
+            or silence_start is None
+            or not self.may_speculate
+            or self.speech_item_id is None
+        ):
+            return
+        self.early_transcriptions_started += 1
+        request = TranscribeEarly(
+            early_id=f"early_{self.early_transcriptions_started}",
+            item_id=self.speech_item_id,
+            start_ms=self.segment_start(),
+            end_ms=turns.position_ms,
+            transcription=self.transcription_options(),
+        )
+        self.early = EarlyTranscription(request, silence_start)
+        out.effects.append(request)
+
+    def _follow_voice(self, frame: ins.VadFrame, out: Output) -> None:
         if self.turns is None or frame.end_ms <= self.buffer_start_ms:
             return _stale(frame)  # VAD off, or audio already committed/cleared
         signal = self.turns.feed(frame.end_ms, frame.duration_ms, frame.probability)
@@ -312,6 +371,7 @@ class RealtimeConnection:
                 )
             )
             if self.transcribing:
+                self.live_quiet = False
                 out.effects.append(TranscribeLive(self.speech_item_id, self.segment_start()))
             if td.interrupt_response and self.playout is not None and self.playout.active:
                 self._clear_playout(out)  # what is still queued is never heard
@@ -376,15 +436,24 @@ class RealtimeConnection:
         assert td is not None
         answers = td.create_response and self.session.type == "realtime"
         self.speculations_started += 1
+        options = self.transcription_options()
+        early = self.early
+        silence_start = None if self.turns is None else self.turns.silence_start_ms
+        takes_early = early is not None and early.serves(
+            self.speech_item_id, start, pause.audio_end_ms, silence_start, options
+        )
+        if early is not None and takes_early:
+            early.claimed = True
         request = StartSpeculation(
             speculation_id=f"spec_{self.speculations_started}",
             item_id=self.speech_item_id,
             start_ms=start,
             end_ms=pause.audio_end_ms,
-            transcription=self.transcription_options(),
+            transcription=options,
             plan=attrs.evolve(self._plan(ev.ResponseParams()), context=tuple(self.conversation))
             if answers
             else None,
+            early_id=early.id if early is not None and takes_early else None,
         )
         self.speculation = Speculation(request)
         out.effects.append(request)
@@ -526,6 +595,7 @@ class RealtimeConnection:
         self.conversation.delete(event.item_id)
         self.pending_transcripts.discard(event.item_id)
         self.transcript_sent.pop(event.item_id, None)
+        self.hypotheses.pop(event.item_id, None)
         self.audio_items.pop(event.item_id, None)
         out.events.append(ev.ConversationItemDeleted(item_id=event.item_id))
         self._start_ready_responses(out)
@@ -819,6 +889,14 @@ class RealtimeConnection:
                 ev.TranscriptionDelta(item_id=result.item_id, content_index=0, delta=result.delta)
             )
 
+    def _on_partial_hypothesis(self, result: ins.PartialHypothesis, out: Output) -> None:
+        previous = self.hypotheses.get(result.item_id, "")
+        sent = self.transcript_sent.get(result.item_id, "")
+        self.hypotheses[result.item_id] = result.text
+        growth = confirmed_growth(sent, previous, result.text.strip())
+        if growth:
+            self._on_transcript_delta(ins.TranscriptDelta(result.item_id, growth), out)
+
     def _set_transcript(self, item_id: str, transcript: str) -> None:
         item = self.conversation.get(item_id)
         assert isinstance(item, MessageItem)
@@ -833,6 +911,7 @@ class RealtimeConnection:
             return _stale(result)
         self.pending_transcripts.discard(result.item_id)
         sent = self.transcript_sent.pop(result.item_id, "")
+        self.hypotheses.pop(result.item_id, None)
         self._set_transcript(result.item_id, result.transcript)
         if self.transcribing:
             if result.transcript.startswith(sent) and len(result.transcript) > len(sent):
@@ -863,6 +942,7 @@ class RealtimeConnection:
             return _stale(result)
         self.pending_transcripts.discard(result.item_id)
         self.transcript_sent.pop(result.item_id, None)
+        self.hypotheses.pop(result.item_id, None)
         if self.transcribing:
             out.events.append(
                 ev.TranscriptionFailed(
@@ -894,6 +974,7 @@ class RealtimeConnection:
     _RESULT_HANDLERS: dict[type, Callable[[Any, Any, Output], None]] = {
         ins.VadFrame: _on_vad_frame,
         ins.TranscriptDelta: _on_transcript_delta,
+        ins.PartialHypothesis: _on_partial_hypothesis,
         ins.TranscriptDone: _on_transcript_done,
         ins.TranscriptFailed: _on_transcript_failed,
         ins.AudioOut: _on_audio_out,

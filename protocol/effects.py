@@ -33,6 +33,17 @@ class TranscribeLive:
 
 
 @attrs.frozen
+class QuietLiveTranscription:
+    """Whether new partial transcripts of ``item_id`` are wanted now. ``quiet``: not while the
+    speaker has been silent :data:`~protocol.turns.PARTIAL_QUIET_MS` (the final is near, the
+    silence adds no words, and a partial in flight would hold the final up) nor while a
+    speculation transcribes the turn; ``quiet=False`` when that is over."""
+
+    item_id: str
+    quiet: bool
+
+
+@attrs.frozen
 class TranscriptionOptions:
     """What a session asks of each input transcription: ``audio.input.transcription``'s
     ``language`` and ``prompt``, and word log probabilities when ``include`` names them.
@@ -96,6 +107,28 @@ class StartResponse:
 
 
 @attrs.frozen
+class TranscribeEarly:
+    """The user has been quiet a moment in a turn that may pause before it ends: transcribe
+    ``[start_ms, end_ms)`` of the input timeline now, so that a speculation at the pause can
+    take this transcript (its :attr:`StartSpeculation.early_id`) instead of starting its own.
+    Nothing is sent to the client from it."""
+
+    early_id: str
+    item_id: str
+    start_ms: int
+    end_ms: int
+    transcription: TranscriptionOptions
+
+
+@attrs.frozen
+class CancelEarlyTranscription:
+    """Speech came back, or the turn ended, before a speculation took the early
+    transcription ``early_id``: it heard only part of the turn; drop it."""
+
+    early_id: str
+
+
+@attrs.frozen
 class CancelResponse:
     """Stop the response's work now; anything it still produces is dropped by the machine."""
 
@@ -117,6 +150,9 @@ class StartSpeculation:
     transcription: TranscriptionOptions
     #: the response the turn would start, without the user's item (None: no response follows)
     plan: ResponsePlan | None
+    #: the early transcription (:class:`TranscribeEarly`) that serves as this speculation's
+    #: transcript: wait for it instead of transcribing the span (if it fails, transcribe)
+    early_id: str | None = None
 
     def response_plan(self, transcript: str) -> ResponsePlan:
         """The plan with the user's item added as it will be once transcribed."""
@@ -177,11 +213,14 @@ Effect = (
     AppendInputAudio
     | ClearInputAudio
     | TranscribeLive
+    | QuietLiveTranscription
     | CommitInputAudio
     | TranscribeItemAudio
     | StartResponse
     | CancelResponse
     | StartSpeculation
+    | TranscribeEarly
+    | CancelEarlyTranscription
     | CancelSpeculation
     | ScoreTurn
     | AcceptMediaAudio

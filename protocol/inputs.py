@@ -25,6 +25,15 @@ class TranscriptDelta:
 
 
 @attrs.frozen
+class PartialHypothesis:
+    """The STT's latest hypothesis of a segment still being spoken (``TranscribeLive``); the
+    machine sends the words it confirms (:mod:`protocol.hypotheses`)."""
+
+    item_id: str
+    text: str
+
+
+@attrs.frozen
 class TranscriptDone:
     item_id: str
     transcript: str
@@ -126,6 +135,7 @@ class PlayoutCleared:
 EngineResult = (
     VadFrame
     | TranscriptDelta
+    | PartialHypothesis
     | TranscriptDone
     | TranscriptFailed
     | AudioOut

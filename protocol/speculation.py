@@ -26,6 +26,14 @@ where held work may stand in for new engine calls.
   the response starts anew from the final transcript.
 - Function calls a speculation generates are held like everything else: released only with
   the confirmed response, so no tool runs on a speculation.
+
+Ahead of the pause, :data:`EARLY_TRANSCRIPT_MS` into a silence after speech, the machine asks
+for the turn so far to be transcribed (:class:`~protocol.effects.TranscribeEarly`) when a pause
+then would start a speculation. The speculation at the pause takes that transcript
+(``StartSpeculation.early_id``) when it is for the same speech and the same settings and the
+pause grew out of the very silence it was started in: no speech came since, so the span it
+heard holds all of the turn. Speech coming back (or the turn ending) before a speculation took
+it drops it (:class:`~protocol.effects.CancelEarlyTranscription`).
 """
 
 from __future__ import annotations
@@ -34,10 +42,14 @@ import re
 
 import attrs
 
-from .effects import ResponsePlan, StartSpeculation, TranscriptionOptions
+from .effects import ResponsePlan, StartSpeculation, TranscribeEarly, TranscriptionOptions
 from .items import MessageItem
 
 _NOT_WORD = re.compile(r"[^\w\s]+")
+
+#: silence (ms) after speech at which the turn's transcription starts, ahead of the pause that
+#: starts a speculation; the speculation then takes that transcript, and its answer comes sooner
+EARLY_TRANSCRIPT_MS = 100
 
 
 def same_words(a: str, b: str) -> bool:
@@ -74,4 +86,36 @@ class Speculation:
             and last.id == self.request.item_id
             and same_words(last.text, self.transcript)
             and attrs.evolve(plan, context=tuple(before)) == self.request.plan
+        )
+
+
+@attrs.define
+class EarlyTranscription:
+    """The machine's record of an early transcription it asked for: the silence it was asked
+    in (input timeline ms where that silence began) and whether a speculation took it."""
+
+    request: TranscribeEarly
+    silence_start_ms: int
+    claimed: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.request.early_id
+
+    def serves(
+        self,
+        item_id: str,
+        start_ms: int,
+        end_ms: int,
+        silence_start_ms: int | None,
+        options: TranscriptionOptions,
+    ) -> bool:
+        """Whether a speculation of ``[start_ms, end_ms)`` of ``item_id``, made in the silence
+        that began at ``silence_start_ms``, can take this transcript instead of its own."""
+        request = self.request
+        return (
+            (request.item_id, request.start_ms, self.silence_start_ms)
+            == (item_id, start_ms, silence_start_ms)
+            and request.end_ms <= end_ms
+            and request.transcription == options
         )

@@ -50,6 +50,9 @@ MIN_SPEECH_MS = 64
 HYSTERESIS = 0.15
 #: silence (ms) after which the turn may be over: speculation starts, the turn model scores
 PAUSE_MS = 200
+#: silence (ms) after which no partial hypothesis is started: one in flight at the pause would
+#: hold up the turn's final (the two share the STT), and the silence brings no new words
+PARTIAL_QUIET_MS = 100
 #: the turn model's P(complete) at or above which a ``semantic_vad`` turn ends at once
 COMPLETE_THRESHOLD = 0.5
 #: ``semantic_vad`` with a turn model: silence (ms) after which the turn ends whatever the
@@ -125,6 +128,14 @@ class TurnDetector:
     def scores_pauses(self) -> bool:
         """Whether a pause is scored by the turn model."""
         return self.config.type == "semantic_vad" and self.turn_model
+
+    @property
+    def silence_start_ms(self) -> int | None:
+        """Where the silence after speech that goes on now began (input timeline ms); None
+        outside speech or while the speaker is not silent."""
+        if self.state not in (VoiceState.SPEECH, VoiceState.PAUSE) or not self.silence_ms:
+            return None
+        return self.position_ms - self.silence_ms
 
     def reset(self, trigger: str = "reset") -> None:
         self.state = advance(self.state, trigger, "turn detector")

@@ -27,7 +27,6 @@ from protocol import events as ev
 from protocol import inputs as ins
 from protocol.connection import Output
 from protocol.effects import ResponsePlan
-from protocol.turns import VoiceState
 
 from . import audio
 from .generation import ResponseGenerator
@@ -35,8 +34,7 @@ from .input_audio import ENGINE_RATE, InputTimeline
 from .metrics import Metrics
 from .outbox import Outbox, SlowClient
 from .pool import Pipeline
-from .speculation import EARLY_TRANSCRIPT_MS, EarlyTranscript, SpeculativeWork, engine_limiter
-from .text import confirmed_growth
+from .speculation import EarlyTranscript, SpeculativeWork, engine_limiter
 from .threads import call_in_thread
 from .transcription_requests import (
     FinalTranscription,
@@ -46,9 +44,6 @@ from .transcription_requests import (
 )
 
 log = logging.getLogger("realtime.session")
-#: silence (ms) after which no partial hypothesis is started: one in flight at the pause would
-#: hold up the turn's final (the two share the STT), and the silence brings no new words
-PARTIAL_QUIET_MS = 100
 #: one debug line per speculation: used or wasted (scripts/bench_turns.py counts them)
 speculation_log = logging.getLogger("realtime.session.speculation")
 
@@ -169,7 +164,7 @@ class SessionRunner:
         self._live: tuple[str, int] | None = None  # (item_id, start_ms) of live transcription
         self._live_last = 0  # timeline sample of the last partial request
         self._partial_queued = False
-        self._hypothesis: dict[str, str] = {}
+        self._live_quiet = False  # the machine holds partials back (QuietLiveTranscription)
         self._early: EarlyTranscript | None = None
         self._nursery: trio.Nursery | None = None
         #: whether the session ended on an unexpected exception (the client was sent an error)
@@ -245,7 +240,11 @@ class SessionRunner:
         for effect in output.effects:
             if isinstance(
                 effect,
-                fx.AppendInputAudio | fx.ClearInputAudio | fx.CommitInputAudio | fx.TranscribeLive,
+                fx.AppendInputAudio
+                | fx.ClearInputAudio
+                | fx.CommitInputAudio
+                | fx.TranscribeLive
+                | fx.QuietLiveTranscription,
             ):
                 # Input audio is handled right here, in the task that fed the machine (the
                 # reader): resampling and ~0.1 ms of VAD per 32 ms frame cost less than a hop
@@ -266,6 +265,10 @@ class SessionRunner:
                 self._start_speculation(effect)
             elif isinstance(effect, fx.CancelSpeculation):
                 self._cancel_speculation(effect.speculation_id)
+            elif isinstance(effect, fx.TranscribeEarly):
+                self._transcribe_early(effect)
+            elif isinstance(effect, fx.CancelEarlyTranscription):
+                self._cancel_early(effect.early_id)
             elif isinstance(effect, fx.ScoreTurn):
                 self._score_turn(effect)
             elif isinstance(effect, fx.AcceptMediaAudio):
@@ -329,6 +332,10 @@ class SessionRunner:
             if self.options.live_transcription:
                 self._live = (effect.item_id, effect.start_ms)
                 self._live_last = self.timeline.total
+                self._live_quiet = False
+        elif isinstance(effect, fx.QuietLiveTranscription):
+            if self._live is not None and self._live[0] == effect.item_id:
+                self._live_quiet = effect.quiet
 
     async def _append(self, effect: fx.AppendInputAudio) -> None:
         if self._resampler is None or self._resampler_format != effect.format:
@@ -367,15 +374,11 @@ class SessionRunner:
                 probability=probability,
             )
             await self._apply(self.conn.feed(result))
-            self._maybe_transcribe_early()
         self._vad_pending = pending[offset:].copy()
 
     def _maybe_request_partial(self) -> None:
-        if self._live is None or self._partial_queued or self._speculations:
-            return  # (a speculation is transcribing the turn already)
-        turns = self.conn.turns
-        if turns is not None and turns.silence_ms >= PARTIAL_QUIET_MS:
-            return  # the speaker has stopped: the final is near, and silence adds no words
+        if self._live is None or self._partial_queued or self._live_quiet:
+            return
         if self.pipeline.stt_limiter.statistics().tasks_waiting:
             return  # the shared STT has finals waiting: partials yield to them
         interval = self.options.live_interval_ms * ENGINE_RATE // 1000
@@ -390,51 +393,23 @@ class SessionRunner:
         except trio.WouldBlock:
             pass  # finals are queued; a partial can wait for the next interval
 
-    def _silence_start_ms(self) -> int | None:
-        """Where the current silence after speech began (input timeline), if the user is
-        silent in a turn."""
-        turns = self.conn.turns
-        if turns is None or turns.state not in (VoiceState.SPEECH, VoiceState.PAUSE):
-            return None
-        return turns.position_ms - turns.silence_ms if turns.silence_ms else None
-
-    def _maybe_transcribe_early(self) -> None:
-        """After :data:`EARLY_TRANSCRIPT_MS` of silence in a turn that will pause before it
-        ends, transcribe the turn so far: a speculation at the pause takes that transcript
-        instead of starting its own (:class:`EarlyTranscript`)."""
-        conn, turns, early = self.conn, self.conn.turns, self._early
-        silence_start = self._silence_start_ms()
-        if early is not None and early.silence_start_ms != silence_start:
-            if not early.claimed:
-                early.cancel()  # speech came back: it heard only part of the turn
-            self._early = early = None  # (a claimed one is its speculation's now)
-        if (
-            early is not None
-            or turns is None
-            or turns.state is not VoiceState.SPEECH
-            or turns.silence_ms < EARLY_TRANSCRIPT_MS
-            or silence_start is None
-            or not conn.may_speculate
-            or conn.speech_item_id is None
-            or self._nursery is None
-        ):
-            return
-        start = conn.segment_start()
-        early = EarlyTranscript(
-            conn.speech_item_id,
-            start,
-            turns.position_ms,
-            silence_start,
-            conn.transcription_options(),
-        )
-        self._early = early
-        samples = self.timeline.slice(start, turns.position_ms)
+    def _transcribe_early(self, request: fx.TranscribeEarly) -> None:
+        assert self._nursery is not None
+        if self._early is not None:
+            self._early.cancel()  # (the machine dropped it already; never both at once)
+        self._early = early = EarlyTranscript(request)
+        samples = self.timeline.slice(request.start_ms, request.end_ms)
         self._nursery.start_soon(self._early_transcript_task, early, samples)
+
+    def _cancel_early(self, early_id: str) -> None:
+        if self._early is not None and self._early.id == early_id:
+            self._early.cancel()
+            self._early = None
 
     async def _early_transcript_task(self, early: EarlyTranscript, samples: np.ndarray) -> None:
         with early.scope:
             try:
-                options = early.options.stt_options()
+                options = early.request.transcription.stt_options()
                 early.result = await self._transcribe(samples, speculative=True, **options)
             except Exception:
                 log.warning("session %s: early transcription failed", self.session_id)
@@ -481,14 +456,9 @@ class SessionRunner:
                 except Exception:
                     log.exception("session %s: partial transcription failed", self.session_id)
                     continue
-                previous = self._hypothesis.get(request.item_id, "")
-                sent = self.conn.transcript_sent.get(request.item_id, "")
-                self._hypothesis[request.item_id] = result.text
-                growth = confirmed_growth(sent, previous, result.text.strip())
-                if growth:
-                    await self._apply(self.conn.feed(ins.TranscriptDelta(request.item_id, growth)))
+                hypothesis = ins.PartialHypothesis(request.item_id, result.text)
+                await self._apply(self.conn.feed(hypothesis))
                 continue
-            self._hypothesis.pop(request.item_id, None)
             if isinstance(request, HeldTranscription):
                 speculation = request.speculation
                 await speculation.transcribed.wait()
@@ -634,9 +604,9 @@ class SessionRunner:
         speculation = SpeculativeWork(
             request, self.timeline.slice(request.start_ms, request.end_ms)
         )
-        early, silence_start = self._early, self._silence_start_ms()
-        if early is not None and silence_start is not None and early.serves(request, silence_start):
-            early.claimed, speculation.early = True, early
+        early = self._early
+        if early is not None and early.id == request.early_id:
+            speculation.early, self._early = early, None
             speculation_log.debug(
                 "session %s: %s early transcript", self.session_id, request.speculation_id
             )

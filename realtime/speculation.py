@@ -17,48 +17,25 @@ import trio
 
 from engines.base import CancelToken, Transcript
 from protocol import inputs as ins
-from protocol.effects import StartSpeculation, TranscriptionOptions
+from protocol.effects import StartSpeculation, TranscribeEarly
 
 from .pool import EngineLimiter
 
-#: silence (ms) after speech at which the turn's transcription starts, ahead of the pause that
-#: starts a speculation; the speculation then takes that transcript, and its answer comes sooner
-EARLY_TRANSCRIPT_MS = 100
-
 
 class EarlyTranscript:
-    """A transcription of the turn so far, started in a short silence before the pause.
+    """The task of one :class:`~protocol.effects.TranscribeEarly`: the turn so far, being
+    transcribed before its pause. The machine decides when one starts, when it is dropped,
+    and which speculation takes it (``StartSpeculation.early_id``)."""
 
-    A speculation takes it when it is for the same speech (``item_id``, ``start_ms``), with the
-    same options, and the pause grew out of the very silence it was started in
-    (``silence_start_ms``): no speech has come since, so the span it heard holds all of it.
-    """
-
-    def __init__(
-        self,
-        item_id: str,
-        start_ms: int,
-        end_ms: int,
-        silence_start_ms: int,
-        options: TranscriptionOptions,
-    ) -> None:
-        self.item_id, self.start_ms, self.end_ms = item_id, start_ms, end_ms
-        self.silence_start_ms = silence_start_ms
-        self.options = options
+    def __init__(self, request: TranscribeEarly) -> None:
+        self.request = request
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.result: tuple[Transcript, float] | None = None  #: the transcript, engine seconds
-        self.claimed = False  #: a speculation waits for it
 
-    def serves(self, request: StartSpeculation, silence_start_ms: int) -> bool:
-        """Whether ``request`` (made in the silence that began at ``silence_start_ms``) can
-        take this transcript instead of transcribing its span."""
-        return (
-            (self.item_id, self.start_ms, self.silence_start_ms)
-            == (request.item_id, request.start_ms, silence_start_ms)
-            and self.end_ms <= request.end_ms
-            and self.options == request.transcription
-        )
+    @property
+    def id(self) -> str:
+        return self.request.early_id
 
     def cancel(self) -> None:
         self.scope.cancel()

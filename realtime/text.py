@@ -51,29 +51,6 @@ class SpeechChunker:
         return [piece] if piece.strip() else []
 
 
-def stable_prefix(previous: str, current: str) -> str:
-    """The words two successive partial hypotheses agree on, from the start."""
-    agreed: list[str] = []
-    for a, b in zip(previous.split(), current.split(), strict=False):
-        if a != b:
-            break
-        agreed.append(a)
-    return " ".join(agreed)
-
-
-def confirmed_growth(sent: str, previous: str, current: str) -> str:
-    """The text to send now, given what was already sent and two successive hypotheses.
-
-    Only words both hypotheses agree on are sent, and only when they extend what was sent
-    (transcription deltas are append-only).
-    """
-    agreed = stable_prefix(previous, current)
-    if not agreed or not agreed.startswith(sent.strip()) or len(agreed) <= len(sent.strip()):
-        return ""
-    growth = agreed[len(sent.strip()) :]
-    return growth if sent else growth.lstrip()
-
-
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _LIST_MARKER = re.compile(r"(?m)^\s*(?:[-*+•]|\d+[.)])\s+")
 _HEADING = re.compile(r"(?m)^\s*#{1,6}\s*")

@@ -57,3 +57,37 @@ def test_protocol_imports_only_stdlib_and_attrs() -> None:
                 top = name.split(".")[0]
                 assert top not in FORBIDDEN_IN_PROTOCOL, f"{path.name} imports {name}"
                 assert top in stdlib or top == "attrs", f"{path.name} imports {name}"
+
+
+#: what the I/O shell may use of a protocol machine: construction, its inputs, and the session
+#: configuration it echoes; everything else is the machine's own state
+MACHINE_API = {"start", "receive_frame", "handle", "feed", "session"}
+#: the machine's states are its own: the shell learns what it must do from effects
+STATE_NAMES = {"InputState", "VoiceState", "Phase", "PlayoutState", "advance"}
+
+
+def test_the_shell_imports_no_protocol_state_and_no_private_name() -> None:
+    for path in (ROOT / "realtime").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                "protocol"
+            ):
+                continue
+            assert node.module != "protocol.states", f"{path.name} imports protocol.states"
+            for alias in node.names:
+                assert alias.name not in STATE_NAMES, f"{path.name} imports {alias.name}"
+                assert not alias.name.startswith("_"), f"{path.name} imports {alias.name}"
+
+
+def test_the_shell_uses_only_the_machines_public_api() -> None:
+    for path in (ROOT / "realtime").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            is_machine = (isinstance(owner, ast.Name) and owner.id == "conn") or (
+                isinstance(owner, ast.Attribute) and owner.attr == "conn"
+            )
+            if is_machine:
+                assert node.attr in MACHINE_API, f"{path.name}:{node.lineno} reads conn.{node.attr}"

@@ -16,13 +16,15 @@ import pytest
 
 from protocol import inputs as ins
 from protocol.effects import (
+    CancelEarlyTranscription,
     CancelResponse,
     CancelSpeculation,
     CommitInputAudio,
     StartResponse,
     StartSpeculation,
+    TranscribeEarly,
 )
-from protocol.speculation import same_words
+from protocol.speculation import EARLY_TRANSCRIPT_MS, same_words
 from protocol.turns import PAUSE_MS
 from tests.protocol.steps import (
     SILENCE,
@@ -517,6 +519,72 @@ def test_barge_in_sends_the_same_events_with_and_without_speculation() -> None:
     assert [s.speculation_id is not None for s in on.starts] == [True, True]
     statuses = [e["response"]["status"] for e in on.log if e["type"] == "response.done"]
     assert statuses == ["cancelled", "completed"]
+
+
+#: the frame (32 ms) at which EARLY_TRANSCRIPT_MS of silence is reached
+EARLY_FRAMES_MS = -(-EARLY_TRANSCRIPT_MS // 32) * 32
+
+
+def test_the_turn_is_transcribed_early_and_the_pause_takes_that_transcript() -> None:
+    shell = FakeShell()
+    window(shell)
+    (started,) = shell.vad(320, SPEECH)
+    shell.vad(EARLY_FRAMES_MS - 32, SILENCE)
+    assert shell.effects(TranscribeEarly) == []
+    shell.vad(32, SILENCE)
+    (early,) = shell.effects(TranscribeEarly)
+    assert early.item_id == started["item_id"]
+    assert (early.start_ms, early.end_ms) == (0, 320 + EARLY_FRAMES_MS)
+    assert early.transcription.logprobs is False
+    shell.vad(PAUSE_FRAMES_MS - EARLY_FRAMES_MS, SILENCE)
+    (speculation,) = shell.effects(StartSpeculation)
+    assert speculation.early_id == early.early_id
+    assert speculation.end_ms >= early.end_ms
+    shell.vad(320, SILENCE)  # the turn ends: the early transcript was taken, nothing to drop
+    assert shell.effects(TranscribeEarly) == [early]
+    assert shell.effects(CancelEarlyTranscription) == []
+
+
+def test_speech_coming_back_drops_the_early_transcript_and_the_next_silence_asks_again() -> None:
+    shell = FakeShell()
+    window(shell)
+    shell.vad(320, SPEECH)
+    shell.vad(EARLY_FRAMES_MS + 32, SILENCE)
+    (first,) = shell.effects(TranscribeEarly)
+    shell.vad(32, SPEECH)  # one frame: not a resumed turn, but the silence is over
+    assert shell.effects(CancelEarlyTranscription) == [CancelEarlyTranscription(first.early_id)]
+    shell.vad(PAUSE_FRAMES_MS, SILENCE)
+    second = shell.effects(TranscribeEarly)[-1]
+    assert second.early_id != first.early_id and second.end_ms > first.end_ms
+    (speculation,) = shell.effects(StartSpeculation)
+    assert speculation.early_id == second.early_id
+
+
+def test_no_early_transcript_when_no_pause_would_speculate() -> None:
+    off = FakeShell(speculation=False)
+    window(off)
+    off.vad(320, SPEECH)
+    off.vad(600, SILENCE)
+    short = FakeShell()
+    window(short, silence_ms=PAUSE_MS)  # the turn ends at the pause: nothing to speculate
+    short.vad(320, SPEECH)
+    short.vad(320, SILENCE)
+    assert off.effects(TranscribeEarly) == [] and short.effects(TranscribeEarly) == []
+
+
+def test_changed_transcription_settings_keep_the_pause_from_the_early_transcript() -> None:
+    shell = FakeShell()
+    window(shell)
+    shell.vad(320, SPEECH)
+    shell.vad(EARLY_FRAMES_MS, SILENCE)
+    (early,) = shell.effects(TranscribeEarly)
+    session_update(
+        shell.d, audio=audio_input(transcription={"model": "whisper-1", "language": "fr"})
+    )
+    shell.vad(PAUSE_FRAMES_MS - EARLY_FRAMES_MS, SILENCE)
+    (speculation,) = shell.effects(StartSpeculation)
+    assert speculation.early_id is None
+    assert speculation.transcription.language == "fr" and early.transcription.language is None
 
 
 def test_same_words_ignores_case_punctuation_and_whitespace() -> None:

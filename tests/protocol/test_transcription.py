@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from protocol import inputs as ins
-from protocol.effects import CommitInputAudio, StartResponse, TranscribeLive
+from protocol.effects import (
+    CommitInputAudio,
+    QuietLiveTranscription,
+    StartResponse,
+    TranscribeLive,
+)
+from protocol.turns import PARTIAL_QUIET_MS
 from tests.protocol.steps import SILENCE, SPEECH
 from tests.support import TRACES, Driver, pcm_ms, types
 
@@ -186,3 +192,31 @@ def test_session_defaults_apply_to_transcription_sessions() -> None:
         },
     )
     assert d.log[0]["session"]["audio"]["input"]["turn_detection"]["threshold"] == 0.7
+
+
+def test_live_hypotheses_send_only_the_words_two_of_them_agree_on() -> None:
+    d = transcription_driver()
+    item_id = speak(d, 320, SPEECH)[0]["item_id"]
+    assert d.feed(ins.PartialHypothesis(item_id, "What is")) == []
+    (first,) = d.feed(ins.PartialHypothesis(item_id, "What is the"))
+    assert (first["type"], first["delta"]) == (
+        "conversation.item.input_audio_transcription.delta",
+        "What is",
+    )
+    assert d.feed(ins.PartialHypothesis(item_id, "What is a")) == []  # "the" was revised
+    (second,) = d.feed(ins.PartialHypothesis(item_id, "What is a weather"))
+    assert second["delta"] == " a"
+    assert d.feed(ins.PartialHypothesis("item_unknown", "Hello there")) == []
+
+
+def test_partials_are_held_back_while_the_speaker_is_quiet() -> None:
+    d = transcription_driver()
+    item_id = speak(d, 320, SPEECH)[0]["item_id"]
+    speak(d, PARTIAL_QUIET_MS - 32, SILENCE)
+    assert [e for e in d.effects if isinstance(e, QuietLiveTranscription)] == []
+    speak(d, 32, SILENCE)
+    speak(d, 32, SPEECH)  # one speech frame: the silence is over
+    assert [e for e in d.effects if isinstance(e, QuietLiveTranscription)] == [
+        QuietLiveTranscription(item_id, True),
+        QuietLiveTranscription(item_id, False),
+    ]

@@ -18,10 +18,10 @@ import trio
 import trio.testing
 
 from engines.base import CancelToken, FloatAudio, LLMEvent, LLMRequest, Transcript
+from protocol.speculation import EARLY_TRANSCRIPT_MS
 from protocol.turns import PAUSE_MS, RESCORE_EVERY_MS
 from realtime import Pipeline, PipelinePool
 from realtime.pool import EngineLimiter
-from realtime.speculation import EARLY_TRANSCRIPT_MS
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.realtime.harness import Client, live_server, session, silence_pcm, tone_pcm
 from tests.support import types

@@ -14,9 +14,9 @@ from openai import AsyncOpenAI
 
 from engines.embedded import EmbeddedEngines
 from protocol.invariants import SequenceChecker
+from protocol.turns import PARTIAL_QUIET_MS
 from realtime import Pipeline, PipelinePool
 from realtime.audio import encode
-from realtime.session import PARTIAL_QUIET_MS
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.realtime.harness import (
     Client,
