@@ -23,7 +23,7 @@ from .schema import (
     fields,
     required,
 )
-from .session import (
+from .session_spec import (
     AUDIO_FORMAT_SPEC,
     FUNCTION_TOOL_SPEC,
     MAX_OUTPUT_TOKENS_SPEC,

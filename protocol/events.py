@@ -3,6 +3,9 @@
 Field names are the wire's. Server events get a fresh ``event_id`` when none is given and turn
 into wire dicts with :meth:`ServerEvent.to_wire`; nested values (items, sessions, responses) are
 plain JSON values or objects with their own ``to_wire``.
+
+Longer than the other modules on purpose: it is the protocol's vocabulary, one short class per
+event type, and one place to look up any event beats the same classes spread over several files.
 """
 
 from __future__ import annotations

@@ -42,8 +42,26 @@ import re
 
 import attrs
 
-from .effects import ResponsePlan, StartSpeculation, TranscribeEarly, TranscriptionOptions
+from . import events as ev
+from . import inputs as ins
+from .effects import (
+    CancelEarlyTranscription,
+    CancelSpeculation,
+    ResponsePlan,
+    StartSpeculation,
+    TranscribeEarly,
+    TranscriptionOptions,
+)
 from .items import MessageItem
+from .machine_state import MachineState
+from .output import Output, stale
+from .response_plan import plan_response
+from .responses import ResponseRun
+from .states import VoiceState
+from .turns import (
+    PAUSE_MS,
+    SpeechPause,
+)
 
 _NOT_WORD = re.compile(r"[^\w\s]+")
 
@@ -119,3 +137,105 @@ class EarlyTranscription:
             and request.end_ms <= end_ms
             and request.transcription == options
         )
+
+
+class SpeculationRules(MachineState):
+    """When the machine speculates, transcribes early, and drops or hands on what it held.
+
+    Rules of :class:`~protocol.connection.RealtimeConnection` (one of its rooms)."""
+
+    def _transcribe_early(self, out: Output) -> None:
+        """Ask for the turn so far to be transcribed :data:`EARLY_TRANSCRIPT_MS` into a
+        silence after speech, when a pause would start a speculation; drop an early
+        transcription no speculation took once that silence is over."""
+        turns, early = self.turns, self.early
+        silence_start = None if turns is None else turns.silence_start_ms
+        if early is not None and early.silence_start_ms != silence_start:
+            if not early.claimed:
+                out.effects.append(CancelEarlyTranscription(early.id))
+            self.early = early = None  # (a claimed one is its speculation's now)
+        if (
+            early is not None
+            or turns is None
+            or turns.state is not VoiceState.SPEECH
+            or turns.silence_ms < EARLY_TRANSCRIPT_MS
+            or silence_start is None
+            or not self.may_speculate
+            or self.speech_item_id is None
+        ):
+            return
+        self.early_transcriptions_started += 1
+        request = TranscribeEarly(
+            early_id=f"early_{self.early_transcriptions_started}",
+            item_id=self.speech_item_id,
+            start_ms=self.segment_start(),
+            end_ms=turns.position_ms,
+            transcription=self.transcription_options(),
+        )
+        self.early = EarlyTranscription(request, silence_start)
+        out.effects.append(request)
+
+    @property
+    def may_speculate(self) -> bool:
+        """Whether a pause in the speech now would start a speculation: it is on, no response
+        is in progress, the turn has none yet, and the turn's rule leaves room for a pause."""
+        return (
+            self.speculative
+            and not self.responses
+            and self.speculation is None
+            and self.turns is not None
+            and PAUSE_MS < self.turns.end_of_turn_ms
+        )
+
+    def _speculate(self, pause: SpeechPause, start: int, out: Output) -> None:
+        assert self.speech_item_id is not None
+        if not self.may_speculate:
+            return
+        td = self.session.turn_detection
+        assert td is not None
+        answers = td.create_response and self.session.type == "realtime"
+        self.speculations_started += 1
+        options = self.transcription_options()
+        early = self.early
+        silence_start = None if self.turns is None else self.turns.silence_start_ms
+        takes_early = early is not None and early.serves(
+            self.speech_item_id, start, pause.audio_end_ms, silence_start, options
+        )
+        if early is not None and takes_early:
+            early.claimed = True
+        request = StartSpeculation(
+            speculation_id=f"spec_{self.speculations_started}",
+            item_id=self.speech_item_id,
+            start_ms=start,
+            end_ms=pause.audio_end_ms,
+            transcription=options,
+            plan=attrs.evolve(
+                plan_response(self.session, ev.ResponseParams()), context=tuple(self.conversation)
+            )
+            if answers
+            else None,
+            early_id=early.id if early is not None and takes_early else None,
+        )
+        self.speculation = Speculation(request)
+        out.effects.append(request)
+
+    def _abandon_speculation(self, out: Output) -> None:
+        if self.speculation is not None:
+            out.effects.append(CancelSpeculation(self.speculation.id))
+            self.speculation = None
+
+    def _on_speculation_transcribed(self, result: ins.SpeculationTranscribed, out: Output) -> None:
+        if self.speculation is None or self.speculation.id != result.speculation_id:
+            return stale(result)
+        self.speculation.transcript = result.transcript
+
+    def _held_response(self, run: ResponseRun, out: Output) -> str | None:
+        """The speculation whose held response stands for ``run``, which starts now."""
+        speculation = self.speculation
+        if speculation is None or speculation.response_id != run.id:
+            return None
+        self.speculation = None
+        if speculation.response_stands(run.plan):
+            return speculation.id
+        out.effects.append(CancelSpeculation(speculation.id))
+        return None

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from protocol.effects import AppendInputAudio, CommitInputAudio, ScoreTurn, TranscribeLive
 from protocol.inputs import TurnScored
-from protocol.session import SERVER_VAD_DEFAULTS, TurnDetection
+from protocol.session import TurnDetection
+from protocol.session_spec import SERVER_VAD_DEFAULTS
 from protocol.turns import (
     COMPLETE_THRESHOLD,
     HYSTERESIS,

@@ -198,7 +198,7 @@ def test_a_pipeline_with_an_engine_down_is_not_given_to_new_sessions(
                 await completes_a_turn(client)
 
     trio.run(main)
-    assert pool.in_use == 0
+    wait_for(lambda: pool.in_use == 0)  # the server releases a pipeline after the socket closes
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,27 @@
+"""The response plan: what a response runs with, from the session's settings and the
+``response.create`` parameters that override them for one response."""
+
+from __future__ import annotations
+
+from . import events as ev
+from .effects import ResponsePlan
+from .session import SessionConfig
+
+
+def plan_response(session: SessionConfig, params: ev.ResponseParams) -> ResponsePlan:
+    """What a response with ``params`` will run with (its context is set when it starts)."""
+    mot = params.max_output_tokens
+    return ResponsePlan(
+        instructions=session.instructions if params.instructions is None else params.instructions,
+        context=(),
+        tools=session.tools if params.tools is None else params.tools,
+        tool_choice=session.tool_choice if params.tool_choice is None else params.tool_choice,
+        output_modalities=params.output_modalities or session.output_modalities,
+        max_output_tokens=session.max_output_tokens
+        if mot is None
+        else (None if mot == "inf" else int(mot)),
+        voice=params.voice or session.voice,
+        speed=session.speed,
+        output_format=params.output_format or session.output_format,
+        reasoning_effort=params.reasoning_effort,
+    )
