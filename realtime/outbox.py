@@ -69,3 +69,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._frames)
+
+
+def single_cause(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (a nursery's wrapping):
+    a :class:`SlowClient` raised in a task is found this way."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

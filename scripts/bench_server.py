@@ -75,6 +75,7 @@ from engines.base import (
     Usage,
 )
 from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
+from protocol.effects import AppendInputAudio, StartResponse
 from protocol.turns import MIN_SPEECH_MS
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool
 from realtime.input_audio import ENGINE_RATE
@@ -324,20 +325,19 @@ class ProbedRunner(SessionRunner):
         self.barge_ins: list[tuple[float, float, float, int]] = []
         self.probed.append(self)
 
-    async def _append(self, effect: Any) -> None:
+    async def _carry_out(self, effect: Any) -> None:
+        if isinstance(effect, StartResponse):
+            self.response_starts.append(time.perf_counter())
+        if not isinstance(effect, AppendInputAudio):
+            await super()._carry_out(effect)
+            return
         received = self.arrivals.popleft()  # one AppendInputAudio per append frame, in order
         taken = time.perf_counter()
         cancelled = len(self.clock.cancelled)
-        await super()._append(effect)
+        await super()._carry_out(effect)
         self.appended_ms += len(effect.audio) * 1000 // (2 * WIRE_RATE)
         if len(self.clock.cancelled) > cancelled:
             self.barge_ins.append((received, taken, self.clock.cancelled[-1], self.appended_ms))
-
-    def _start_response(
-        self, response_id: str, plan: Any, speculation_id: str | None = None
-    ) -> None:
-        self.response_starts.append(time.perf_counter())
-        super()._start_response(response_id, plan, speculation_id)
 
 
 @contextmanager

@@ -91,3 +91,38 @@ def test_the_shell_uses_only_the_machines_public_api() -> None:
             )
             if is_machine:
                 assert node.attr in MACHINE_API, f"{path.name}:{node.lineno} reads conn.{node.attr}"
+
+
+#: what the shell may import of protocol/: the package's API, the machine's vocabulary (events,
+#: inputs, effects, items), the wire's frame limit and the session merge the call setup uses;
+#: never a room of the machine (its rules) or its state
+SHELL_MAY_IMPORT = {
+    "protocol",
+    "protocol.effects",
+    "protocol.events",
+    "protocol.inputs",
+    "protocol.items",
+    "protocol.codec",
+    "protocol.session",
+}
+
+
+def test_the_shell_imports_no_room_of_the_machine() -> None:
+    for path in (ROOT / "realtime").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("protocol"):
+                assert node.module in SHELL_MAY_IMPORT, f"{path.name} imports {node.module}"
+
+
+#: a module longer than this says why in its docstring (a sentence with "Longer than")
+MAX_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("package", ["protocol", "realtime"])
+def test_a_long_module_says_why(package: str) -> None:
+    for path in (ROOT / package).glob("*.py"):
+        text = path.read_text()
+        if text.count("\n") <= MAX_MODULE_LINES:
+            continue
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        assert "Longer than" in docstring, f"{path.name}: {text.count(chr(10))} lines, no reason"

@@ -312,6 +312,7 @@ class EngineWorker:
             cause = "its connection broke"
         if link.hung:
             cause = f"it answered nothing for {self.call_timeout_s:g} s and was killed"
+        link.connection.close()
         return EngineFailed(f"the {self.name} worker died: {cause}")
 
     # --- the process -----------------------------------------------------------------------
@@ -379,7 +380,7 @@ class EngineWorker:
             if link.hung:
                 self.last_exit = f"killed: it answered nothing for {self.call_timeout_s:g} s"
             log.error("%s worker (pid %d) died: %s", self.name, link.process.pid, self.last_exit)
-            link.connection.close()
+            self._close_if_unused(link)
             while not self._stop.is_set():
                 if failed_starts >= self.max_failed_starts:
                     log.error(
@@ -404,6 +405,17 @@ class EngineWorker:
                     failed_starts = 0
                 break
 
+    def _close_if_unused(self, link: _Link) -> None:
+        """Close a dead worker's socket unless a call is reading it: the frames the worker
+        sent before it died are still in the socket, and that call reads them up to the end
+        of the stream before it fails (:meth:`_died` closes it then; a restart closes it at
+        the latest)."""
+        if self._call_lock.acquire(blocking=False):
+            try:
+                link.connection.close()
+            finally:
+                self._call_lock.release()
+
     def _recent(self) -> int:
         """Crashes within the last ``unhealthy_crashes[1]`` seconds."""
         window_s = self.unhealthy_crashes[1]
@@ -415,6 +427,8 @@ class EngineWorker:
             if self._stop.is_set():
                 link.process.kill()
                 return False
+            if self._link is not None:
+                self._link.connection.close()
             self._link = link
             self.state = WorkerState.STARTING
             self._changed.notify_all()
