@@ -18,7 +18,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from protocol import Output, encode_server_event
 from protocol import inputs as ins
@@ -206,6 +206,24 @@ class ProtocolMachine(RuleBasedStateMachine):
             event["content_index"] = data.draw(st.sampled_from([0, 1]))
             event["audio_end_ms"] = data.draw(st.integers(0, 2000))
         self.send(event)
+
+    def streaming(self) -> list[str]:
+        """The assistant items being streamed now."""
+        return [r.open_item_id for r in self.conn.responses.values() if r.open_item_id]
+
+    @precondition(lambda self: bool(self.streaming()))
+    @rule(data=st.data())
+    def truncate_while_streaming(self, data: st.DataObject) -> None:
+        """The client stops playing an answer that is still being generated and sent."""
+        streaming = self.streaming()
+        event = {
+            "type": "conversation.item.truncate",
+            "item_id": data.draw(st.sampled_from(streaming)),
+            "content_index": 0,
+            "audio_end_ms": data.draw(st.integers(0, 2000)),
+        }
+        events = self.send(event)
+        assert [e["type"] for e in events] in (["conversation.item.truncated"], ["error"])
 
     @rule(data=st.data())
     def response_create(self, data: st.DataObject) -> None:

@@ -90,6 +90,16 @@ class ConversationOps(MachineState):
             raise ProtocolError(
                 "invalid_value", "Only assistant messages can be truncated.", "item_id"
             )
+        if event.content_index == 0:
+            for run in self.responses.values():
+                end_ms = run.cut_open_audio(item.id, event.audio_end_ms)
+                if end_ms is not None:  # still streaming: nothing after end_ms is sent
+                    out.events.append(
+                        ev.ConversationItemTruncated(
+                            item_id=item.id, content_index=0, audio_end_ms=end_ms
+                        )
+                    )
+                    return
         if (
             event.content_index >= len(item.content)
             or item.content[event.content_index].type != "output_audio"

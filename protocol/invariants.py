@@ -48,6 +48,8 @@ class SequenceChecker:
         self.created = 0
         self.finished = 0
         self.transcribed: set[str] = set()
+        #: assistant items truncated: nothing more of their audio or transcript may follow
+        self.truncated: set[str] = set()
 
     def _fail(self, event: dict[str, Any], why: str) -> InvariantViolation:
         return InvariantViolation(f"{event.get('type')}: {why}")
@@ -157,6 +159,14 @@ class SequenceChecker:
         part = self._part(event, "audio")
         if part.audio_done:
             raise self._fail(event, "audio delta after output_audio.done")
+        self._not_truncated(event)
+
+    def _not_truncated(self, event: dict[str, Any]) -> None:
+        if event["item_id"] in self.truncated:
+            raise self._fail(event, "more of an item after conversation.item.truncated")
+
+    def _conversation_item_truncated(self, event: dict[str, Any]) -> None:
+        self.truncated.add(event["item_id"])
 
     def _response_output_audio_done(self, event: dict[str, Any]) -> None:
         self._part(event, "audio").audio_done = True
@@ -165,6 +175,7 @@ class SequenceChecker:
         part = self._part(event, "audio")
         if part.transcript_done:
             raise self._fail(event, "transcript delta after its done")
+        self._not_truncated(event)
         part.deltas += event["delta"]
 
     def _response_output_audio_transcript_done(self, event: dict[str, Any]) -> None:

@@ -158,7 +158,7 @@ class ResponseRegistry(MachineState):
             out.events += run.audio(result.audio, result.transcript)
             return
         out.events += run.audio(result.audio, result.transcript, audio_events=False)
-        if result.audio:
+        if result.audio and not run.open_audio_cut:
             item_id = run.open_item_id
             assert item_id is not None
             fmt = run.plan.output_format

@@ -33,6 +33,14 @@ class _OpenMessage:
     audio_ms: float = 0.0
     #: (audio position in ms where a transcript piece starts, the piece)
     segments: list[tuple[float, str]] = attrs.Factory(list)
+    #: truncated while streaming: heard up to this ms, nothing after it is sent
+    cut_ms: float | None = None
+
+    def heard(self) -> tuple[float, list[tuple[float, str]]]:
+        """The audio ms and transcript pieces the listener heard (all, unless cut)."""
+        if self.cut_ms is None:
+            return self.audio_ms, self.segments
+        return self.cut_ms, [(start, text) for start, text in self.segments if start < self.cut_ms]
 
 
 class ResponseRun:
@@ -118,11 +126,15 @@ class ResponseRun:
             out.append(ev.ConversationItemAdded(previous_item_id=previous, item=item))
         return out
 
-    def _finish_item(self, item: Item, output_index: int) -> list[ev.ServerEvent]:
+    def _finish_item(
+        self, item: Item, output_index: int, kept: Item | None = None
+    ) -> list[ev.ServerEvent]:
+        """``kept``: what the conversation keeps of ``item``, when that differs (a message
+        truncated while it streamed keeps the transcript of what was heard)."""
         self.output[output_index] = item
         out: list[ev.ServerEvent] = []
         if self.conversation is not None:
-            self.conversation.replace(item)
+            self.conversation.replace(kept or item)
             previous = (
                 self.conversation.previous_id(item.id) if item.id in self.conversation else None
             )
@@ -169,6 +181,7 @@ class ResponseRun:
             "content_index": 0,
         }
         out: list[ev.ServerEvent]
+        kept: Content | None = None
         if msg.modality == "audio":
             out = [
                 ev.ResponseOutputAudioDone(**where),
@@ -176,7 +189,11 @@ class ResponseRun:
                 ev.ResponseContentPartDone(**where, part={"type": "audio", "transcript": msg.text}),
             ]
             content = Content("output_audio", transcript=msg.text)
-            self.audio_items[msg.item_id] = (msg.audio_ms, msg.segments)
+            heard_ms, heard = msg.heard()
+            self.audio_items[msg.item_id] = (heard_ms, heard)
+            if msg.cut_ms is not None:
+                transcript = "".join(text for _, text in heard)
+                kept = Content("output_audio", transcript=transcript)
         else:
             out = [
                 ev.ResponseOutputTextDone(**where, text=msg.text),
@@ -184,7 +201,8 @@ class ResponseRun:
             ]
             content = Content("output_text", text=msg.text)
         item = MessageItem(id=msg.item_id, role="assistant", content=(content,), status=status)  # type: ignore[arg-type]
-        out += self._finish_item(item, msg.output_index)
+        kept_item = None if kept is None else attrs.evolve(item, content=(kept,))
+        out += self._finish_item(item, msg.output_index, kept_item)
         return out
 
     # --- outputs -----------------------------------------------------------------------------
@@ -207,6 +225,23 @@ class ResponseRun:
         """The message being streamed, if any."""
         return None if self._message is None else self._message.item_id
 
+    @property
+    def open_audio_cut(self) -> bool:
+        """Whether the message being streamed was truncated: its audio goes nowhere."""
+        return self._message is not None and self._message.cut_ms is not None
+
+    def cut_open_audio(self, item_id: str, audio_end_ms: int) -> int | None:
+        """``conversation.item.truncate`` of the audio message this response is streaming:
+        it was heard up to ``audio_end_ms`` (clamped to the audio sent), and nothing more of
+        it, audio or transcript, is sent. The effective point, or None if ``item_id`` is not
+        the audio message being streamed."""
+        msg = self._message
+        if msg is None or msg.item_id != item_id or msg.modality != "audio":
+            return None
+        end = min(audio_end_ms, int(msg.audio_ms if msg.cut_ms is None else msg.cut_ms))
+        msg.cut_ms = float(end)
+        return end
+
     def audio(
         self, audio: bytes, transcript: str, *, audio_events: bool = True
     ) -> list[ev.ServerEvent]:
@@ -214,6 +249,8 @@ class ResponseRun:
         the call's track) counts the audio without ``response.output_audio.delta`` events."""
         self._go("output")
         msg, out = self._message_for("audio")
+        if msg.cut_ms is not None:
+            return out  # truncated: the listener hears nothing more of this message
         where: dict[str, Any] = {
             "response_id": self.id,
             "item_id": msg.item_id,

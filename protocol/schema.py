@@ -5,6 +5,12 @@ Each spec checks one JSON value at a dotted ``param`` path (``session.audio.inpu
 ``missing_required_parameter``, ``unknown_parameter``, ``invalid_value`` (wrong type or value),
 ``integer_below_min_value`` / ``integer_above_max_value`` and the ``decimal_*`` pair for ranges.
 Checked values are returned as plain JSON values (dicts, lists, str, int, float, bool, None).
+
+``null`` in an optional field means "not set", as the ``openai`` SDK's types have it (its
+pydantic models type every optional field ``Optional``, and clients send ``null`` for what they
+leave unset): the field is dropped from the checked object. Where ``null`` means something of
+its own (``turn_detection: null`` turns detection off), the field is :class:`Nullable` and the
+``None`` is kept. A required field refuses ``null`` like any other wrong type.
 """
 
 from __future__ import annotations
@@ -257,9 +263,13 @@ class Obj(Spec):
                 raise ProtocolError(
                     "missing_required_parameter", f"Missing required parameter: '{where}'.", where
                 )
-        return {
-            name: self.fields[name].spec.check(v, join(path, name)) for name, v in value.items()
-        }
+        checked = {}
+        for name, v in value.items():
+            field = self.fields[name]
+            if v is None and not field.required and not isinstance(field.spec, Nullable):
+                continue  # null is "not set" for an optional field, as OpenAI's types have it
+            checked[name] = field.spec.check(v, join(path, name))
+        return checked
 
 
 @attrs.frozen
@@ -274,7 +284,10 @@ class Tagged(Spec):
         if not isinstance(value, dict):
             raise invalid_type(path, "an object", value)
         where = join(path, self.key)
-        tag = value.get(self.key, self.default)
+        tag = value.get(self.key)
+        if tag is None and self.default is not None:  # absent, or null: "not set"
+            tag = self.default
+            value = {k: v for k, v in value.items() if k != self.key}
         if tag is None:
             raise ProtocolError(
                 "missing_required_parameter", f"Missing required parameter: '{where}'.", where

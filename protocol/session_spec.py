@@ -104,9 +104,7 @@ TOOL_CHOICE_SPEC = ByKind(
 
 MAX_OUTPUT_TOKENS_SPEC = ByKind({int: Int(1, 4096), str: Enum(("inf",))}, "an integer or 'inf'")
 OUTPUT_MODALITIES_SPEC = ListOf(Enum(("text", "audio")), min_items=1, max_items=1)
-PROMPT_SPEC = Obj(
-    fields(id=required(Str()), version=Nullable(Str()), variables=Nullable(AnyJSON()))
-)
+PROMPT_SPEC = Obj(fields(id=required(Str()), version=Str(), variables=AnyJSON()))
 REASONING_SPEC = Obj(fields(effort=Enum(("minimal", "low", "medium", "high", "xhigh"))))
 
 _TRACING = ByKind(
@@ -125,7 +123,7 @@ _TRUNCATION = ByKind(
                     fields(
                         type=required(Enum(("retention_ratio",))),
                         retention_ratio=required(Num(0.0, 1.0)),
-                        token_limits=Obj(fields(post_instructions=Nullable(Int(minimum=0)))),
+                        token_limits=Obj(fields(post_instructions=Int(minimum=0))),
                     )
                 )
             }
@@ -166,7 +164,7 @@ REALTIME_SESSION_SPEC = Obj(
         truncation=_TRUNCATION,
         prompt=Nullable(PROMPT_SPEC),
         parallel_tool_calls=Bool(),
-        reasoning=Nullable(REASONING_SPEC),
+        reasoning=REASONING_SPEC,
     )
 )
 

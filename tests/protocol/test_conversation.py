@@ -394,3 +394,45 @@ def test_user_text_after_truncate_follows_the_assistant_item() -> None:
     truncate(d, item_id, 100)
     events = user_text(d, "Stop.")
     assert events[0]["previous_item_id"] == item_id
+
+
+# --- truncate while the answer streams (pipecat and the openai SDK truncate on barge-in) -----
+
+
+def test_truncate_while_streaming_stops_the_item_and_keeps_what_was_heard() -> None:
+    d = Driver()
+    rid = text_turn(d)
+    item_id = speak_audio(d, rid, ("One ", "two ", "three "), chunk_ms=100)[0]["item"]["id"]
+    (truncated,) = truncate(d, item_id, 150)
+    assert (truncated["type"], truncated["audio_end_ms"]) == ("conversation.item.truncated", 150)
+    # the rest of this item's audio and transcript is never sent
+    assert speak_audio(d, rid, ("four ", "five."), chunk_ms=100) == []
+    done = d.feed(ins.ResponseComplete(rid))
+    assert [e["type"] for e in done][-1] == "response.done"
+    assert not [e for e in done if e["type"].endswith(".delta")]
+    (transcript_done,) = [e for e in done if e["type"] == "response.output_audio_transcript.done"]
+    assert transcript_done["transcript"] == "One two three "  # the deltas that were sent
+    (retrieved,) = d.send({"type": "conversation.item.retrieve", "item_id": item_id})
+    assert retrieved["item"]["content"] == [{"type": "output_audio", "transcript": "One two "}]
+    # the same as a truncate after the response ended: never grows back
+    assert truncate(d, item_id, 10_000)[0]["audio_end_ms"] == 150
+
+
+def test_truncate_while_streaming_past_the_audio_sent_is_clamped() -> None:
+    d = Driver()
+    rid = text_turn(d)
+    item_id = speak_audio(d, rid, ("One ", "two "), chunk_ms=100)[0]["item"]["id"]
+    (truncated,) = truncate(d, item_id, 5_000)
+    assert truncated["audio_end_ms"] == 200
+    cancelled = d.send({"type": "response.cancel"})
+    assert cancelled[-1]["response"]["status"] == "cancelled"
+    assert d.conn.conversation.get(item_id).text == "One two "
+
+
+def test_truncate_while_streaming_of_content_one_is_refused() -> None:
+    d = Driver()
+    rid = text_turn(d)
+    item_id = speak_audio(d, rid, ("One ",), chunk_ms=100)[0]["item"]["id"]
+    (error,) = truncate(d, item_id, 50, content_index=1)
+    assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "content_index")
+    assert speak_audio(d, rid, ("two ",), chunk_ms=100) != []  # the item still streams

@@ -189,6 +189,49 @@ def test_barge_in_cancels_the_response_and_sends_nothing_after_done() -> None:
         run(body)
 
 
+def test_truncate_while_the_answer_streams_stops_its_audio_and_the_turn_goes_on() -> None:
+    """pipecat's and the openai SDK's interruption: truncate the assistant item whose audio is
+    still arriving; no error, and none of that item's audio after ``...truncated``."""
+    with live_server(fake_pool(token_delay_s=0.05)) as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                await client.user_text("Tell me something.")
+                await client.send({"type": "response.create"})
+                events = await client.until("response.output_audio.delta")
+                item_id = events[-1]["item_id"]
+                await client.send(
+                    {
+                        "type": "conversation.item.truncate",
+                        "event_id": "t1",
+                        "item_id": item_id,
+                        "content_index": 0,
+                        "audio_end_ms": 20,
+                    }
+                )
+                events = await client.until("conversation.item.truncated")
+                assert events[-1]["audio_end_ms"] == 20
+                after = await client.until("response.done", timeout=20)
+                assert "error" not in types(events + after)
+                assert not [
+                    e
+                    for e in after
+                    if e["type"].startswith("response.output_audio") and e["type"].endswith("delta")
+                ]
+                assert after[-1]["response"]["status"] == "completed"
+                await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+                retrieved = await client.until("conversation.item.retrieved")
+                heard = retrieved[-1]["item"]["content"][0]["transcript"]
+                assert heard == "Hello there. "
+                await client.user_text("And then?")
+                await client.send({"type": "response.create"})
+                assert (await client.until("response.done", timeout=20))[-1]["response"][
+                    "status"
+                ] == "completed"
+
+        run(body)
+
+
 def test_client_cancel() -> None:
     with live_server(fake_pool(token_delay_s=0.05)) as server:
 
