@@ -198,6 +198,8 @@ class LLMRequest:
     temperature: float | None = None
     #: a reasoning model's effort ("minimal" ... "xhigh"); None = the engine's own
     reasoning_effort: str | None = None
+    #: the language to answer in (ISO 639-1, "en"); None = say nothing about it
+    language: str | None = None
 
 
 @attrs.frozen

@@ -20,6 +20,48 @@ Message = dict[str, Any]
 
 MUST_CALL = "You must call a function now."
 
+#: languages by ISO 639-1 code, as a system prompt names them
+LANGUAGE_NAMES = {
+    "ar": "Arabic",
+    "cs": "Czech",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "fr": "French",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "sv": "Swedish",
+    "th": "Thai",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
+}
+
+
+def answer_in(language: str) -> str:
+    """The system prompt's line that keeps a small model in the session's language: asked
+    about Germany, a small model otherwise drifts into German (``scripts/bench_quality.py``
+    measures it)."""
+    name = LANGUAGE_NAMES.get(language.split("-")[0].lower(), language)
+    return (
+        f"Write your answer in plain {name} words, even when the question is about another country."
+    )
+
 
 def chat_messages(request: LLMRequest, *, native_tools: bool = False) -> list[Message]:
     """System message followed by the history; consecutive turns of one role are merged, since
@@ -42,10 +84,13 @@ def chat_messages(request: LLMRequest, *, native_tools: bool = False) -> list[Me
 
 
 def system_prompt(request: LLMRequest, *, describe: bool = True) -> str:
-    """The instructions, then what the model is told about the tools: a description of them
-    (``describe``), or only that it must call one when ``tool_choice`` says so."""
+    """The instructions and the language to answer in, then what the model is told about
+    the tools: a description of them (``describe``), or only that it must call one when
+    ``tool_choice`` says so."""
     tools = offered_tools(request)
     parts = [request.instructions.strip()] if request.instructions.strip() else []
+    if request.language:
+        parts.append(answer_in(request.language))
     if tools and describe:
         parts.append(describe_tools(tools, required=must_call(request)))
     elif must_call(request):

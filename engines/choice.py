@@ -9,8 +9,10 @@ from typing import Any
 
 from engines.base import LLM, STT, TTS, EngineError, TurnModel
 
-#: the embedded llama.cpp LLM's sampling defaults; remote LLMs keep their server's own
-EMBEDDED_LLM_TEMPERATURE = 0.5
+#: the embedded llama.cpp LLM's sampling defaults; remote LLMs keep their server's own. At 0.5
+#: the small model slid into the language of the country asked about in up to 4 answers of 40
+#: (scripts/bench_quality.py, three seeds); at 0.2, with the prompt's language line, in at most 1
+EMBEDDED_LLM_TEMPERATURE = 0.2
 EMBEDDED_LLM_MAX_TOKENS = 256
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -210,6 +211,28 @@ def _echoable_event_id(data: Any) -> str | None:
     return event_id if isinstance(event_id, str) and not _has_lone_surrogate(event_id) else None
 
 
+#: an ``event_id`` member as JSON text: a string of at most 512 characters
+_EVENT_ID_MEMBER = re.compile(r'"event_id"\s*:\s*("(?:[^"\\]|\\.){0,512}")')
+#: how far from each end of an oversize frame its ``event_id`` is looked for
+_EVENT_ID_WINDOW = 4096
+
+
+def _event_id_of_oversize(frame: str) -> str | None:
+    """The ``event_id`` of a frame too large to parse, found near either end without parsing
+    the rest (clients put it first or last; base64 audio never holds a quote), so the error
+    still echoes it."""
+    for window in (frame[:_EVENT_ID_WINDOW], frame[-_EVENT_ID_WINDOW:]):
+        match = _EVENT_ID_MEMBER.search(window)
+        if match is None:
+            continue
+        try:
+            event_id = json.loads(match.group(1))
+        except ValueError:
+            return None
+        return event_id if isinstance(event_id, str) and not _has_lone_surrogate(event_id) else None
+    return None
+
+
 def parse_client_event(frame: str | bytes) -> ev.ClientEvent:
     """One client frame -> one client event, or :class:`ProtocolError` (never anything else)."""
     if not isinstance(frame, str):
@@ -218,6 +241,8 @@ def parse_client_event(frame: str | bytes) -> ev.ClientEvent:
         raise ProtocolError(
             "invalid_event",
             f"Event too large: {len(frame)} characters, the limit is {MAX_FRAME_CHARS}.",
+            None,
+            _event_id_of_oversize(frame),
         )
     try:
         data = _DECODER.decode(frame)

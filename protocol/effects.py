@@ -95,6 +95,8 @@ class ResponsePlan:
     speed: float
     output_format: str
     reasoning_effort: str | None = None
+    #: the language answers are given in: the session's transcription language, else English
+    language: str = "en"
 
 
 @attrs.frozen

@@ -24,4 +24,5 @@ def plan_response(session: SessionConfig, params: ev.ResponseParams) -> Response
         speed=session.speed,
         output_format=params.output_format or session.output_format,
         reasoning_effort=params.reasoning_effort,
+        language=(session.transcription or {}).get("language") or "en",
     )

@@ -81,7 +81,7 @@ def create_http_app(
                     "invalid_request_error",
                 )
             return sdp, session
-        if request.mimetype in ("application/sdp", "text/plain", ""):
+        if request.mimetype in ("application/sdp", ""):
             return (await request.get_data(as_text=True)), None
         raise CallRefused(
             415,

@@ -55,6 +55,7 @@ def llm_request(plan: ResponsePlan) -> LLMRequest:
         tool_choice=tool_choice_name(plan.tool_choice),
         max_output_tokens=plan.max_output_tokens,
         reasoning_effort=plan.reasoning_effort,
+        language=plan.language,
     )
 
 

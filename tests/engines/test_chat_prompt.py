@@ -160,3 +160,16 @@ def test_fit_context_fails_when_the_last_turn_alone_is_too_long():
     messages = [{"role": "user", "content": "far too many words here"}]
     with pytest.raises(EngineError, match="5 tokens of a 4-token context"):
         fit_context(messages, words, n_ctx=4)
+
+
+def test_the_answer_language_is_named_after_the_instructions():
+    request = LLMRequest("Be brief.", (ChatMessage("user", "Capital of Germany?"),), language="en")
+    prompt = system_prompt(request)
+    assert prompt.startswith("Be brief.\n\n")
+    assert "in plain English words" in prompt
+    assert "in plain French words" in system_prompt(LLMRequest("", (), language="fr-CA"))
+    assert "in plain tlh words" in system_prompt(LLMRequest("", (), language="tlh"))
+
+
+def test_no_language_means_nothing_said_about_it():
+    assert system_prompt(LLMRequest("Be brief.", ())) == "Be brief."

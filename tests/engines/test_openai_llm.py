@@ -510,7 +510,7 @@ def test_cli_builds_the_chosen_remote_llm(server: FakeOpenAIServer) -> None:
 def test_cli_keeps_the_embedded_llm_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "load_llm", lambda **options: options)
     options = build_llm(parse_args([]), threads=2)
-    assert (options["temperature"], options["max_output_tokens"]) == (0.5, 256)
+    assert (options["temperature"], options["max_output_tokens"]) == (0.2, 256)
     options = build_llm(parse_args(["--llm_temperature=0"]), threads=2)
     assert options["temperature"] == 0.0
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from protocol import ProtocolError, events, parse_client_event
-from protocol.codec import EVENT_SPECS, MAX_AUDIO_B64_CHARS
+from protocol.codec import EVENT_SPECS, MAX_AUDIO_B64_CHARS, MAX_FRAME_CHARS
 from tests.support import TRACES
 
 
@@ -167,6 +167,28 @@ def test_audio_over_15_mib_is_refused_before_decoding() -> None:
     error = error_of(frame)
     assert error.code == "invalid_value"
     assert "15 MiB" in error.message
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_an_oversize_append_still_echoes_its_event_id(where: str) -> None:
+    audio = '"audio":"' + "A" * (MAX_FRAME_CHARS + 4) + '"'
+    members = ['"type":"input_audio_buffer.append"', audio]
+    members.insert(0 if where == "first" else 2, '"event_id":"evt_\\u00e9big"')
+    error = error_of("{" + ",".join(members) + "}")
+    assert error.code == "invalid_event"
+    assert error.event_id == "evt_\u00e9big"
+    # near the limit but under it: the audio check refuses it, echoing the id too
+    frame = (
+        '{"type":"input_audio_buffer.append","event_id":"e2","audio":"'
+        + "A" * (MAX_AUDIO_B64_CHARS + 4)
+        + '"}'
+    )
+    assert error_of(frame).event_id == "e2"
+
+
+def test_an_oversize_frame_without_an_event_id_echoes_none() -> None:
+    frame = '{"type":"input_audio_buffer.append","audio":"' + "A" * (MAX_FRAME_CHARS + 4) + '"}'
+    assert error_of(frame).event_id is None
 
 
 def test_message_item_content_type_must_fit_the_role() -> None:

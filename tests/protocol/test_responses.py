@@ -11,7 +11,7 @@ from protocol import events as ev
 from protocol import inputs as ins
 from protocol.effects import ResponsePlan
 from protocol.responses import ResponseRun
-from tests.protocol.steps import session_update, speak_audio, text_turn
+from tests.protocol.steps import audio_input, session_update, speak_audio, start_of, text_turn
 from tests.support import Driver, pcm_ms, types
 
 AUDIO_PART_OPEN = [
@@ -345,3 +345,11 @@ def test_audio_ms_counts_bytes_of_the_output_format() -> None:
     (audio_ms, segments) = next(iter(run.audio_items.values()))
     assert (audio_ms, segments) == (200.0, [(0.0, "a"), (100.0, "b")])
     assert run.audio_bytes_sent == 1600
+
+
+def test_a_response_answers_in_the_sessions_transcription_language_else_english() -> None:
+    d = Driver()
+    assert start_of(d, text_turn(d)).plan.language == "en"
+    d.feed(ins.ResponseComplete(d.conn.last_response_id))
+    session_update(d, audio=audio_input(transcription={"model": "whisper-1", "language": "de"}))
+    assert start_of(d, text_turn(d)).plan.language == "de"

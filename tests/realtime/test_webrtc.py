@@ -419,6 +419,20 @@ def test_a_sideband_connection_ends_with_its_call() -> None:
         asyncio.run(body())
 
 
+def test_an_offer_of_another_content_type_is_a_415_with_an_openai_shaped_error() -> None:
+    with webrtc_server() as server:
+        url = f"http://127.0.0.1:{server.port}/v1/realtime/calls"
+        for content_type in ("text/plain", "application/json"):
+            status, _, text = post(url, b"v=0", {"Content-Type": content_type})
+            assert status == 415
+            error = json.loads(text)["error"]
+            assert (error["type"], error["code"]) == (
+                "invalid_request_error",
+                "unsupported_content_type",
+            )
+        assert health(server)["pipelines_in_use"] == 0
+
+
 def test_an_offer_that_cannot_be_answered_is_a_400_and_keeps_no_slot() -> None:
     with webrtc_server() as server:
         url = f"http://127.0.0.1:{server.port}/v1/realtime/calls"

@@ -1,0 +1,24 @@
+"""realtime/context.py: a response plan as the request an LLM engine takes."""
+
+from __future__ import annotations
+
+import attrs
+
+from protocol import events as ev
+from protocol.items import Content, MessageItem
+from protocol.response_plan import plan_response
+from protocol.session import SessionConfig
+from realtime.context import llm_request
+
+
+def test_the_request_carries_the_plans_instructions_context_and_language() -> None:
+    session = SessionConfig.initial("sess_1", "gpt-realtime", 0, "alloy")
+    question = MessageItem(
+        id="item_1", role="user", content=(Content("input_text", text="Capital of Germany?"),)
+    )
+    plan = attrs.evolve(plan_response(session, ev.ResponseParams()), context=(question,))
+    request = llm_request(plan)
+    assert request.instructions == session.instructions.strip()
+    assert [(m.role, m.content) for m in request.messages] == [("user", "Capital of Germany?")]
+    assert request.language == "en"
+    assert llm_request(attrs.evolve(plan, language="fr")).language == "fr"
