@@ -200,6 +200,8 @@ class LLMRequest:
     reasoning_effort: str | None = None
     #: the language to answer in (ISO 639-1, "en"); None = say nothing about it
     language: str | None = None
+    #: False: at most one function call (None: the engine's default)
+    parallel_tool_calls: bool | None = None
 
 
 @attrs.frozen

@@ -203,6 +203,8 @@ class ResponsesLLM(_RemoteLLM):
             arguments["tool_choice"] = _tool_choice(
                 request.tool_choice, lambda name: {"type": "function", "name": name}
             )
+            if request.parallel_tool_calls is not None:
+                arguments["parallel_tool_calls"] = request.parallel_tool_calls
         settings = self._settings(request)
         if "max_output_tokens" in settings:
             arguments["max_output_tokens"] = max(
@@ -351,6 +353,8 @@ class ChatCompletionsLLM(_RemoteLLM):
             arguments["tool_choice"] = _tool_choice(
                 request.tool_choice, lambda name: {"type": "function", "function": {"name": name}}
             )
+            if request.parallel_tool_calls is not None:
+                arguments["parallel_tool_calls"] = request.parallel_tool_calls
         settings = self._settings(request)
         if "max_output_tokens" in settings:
             arguments["max_tokens"] = settings["max_output_tokens"]

@@ -54,6 +54,7 @@ SESSION_PATCHES: list[dict[str, Any]] = [
         }
     },
     {"audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}},
+    {"audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}},
     {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}},
     {"audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}}}},
     {"audio": {"input": {"transcription": None}}},

@@ -163,6 +163,7 @@ def _response_params(data: dict[str, Any] | None) -> ev.ResponseParams:
         voice=voice["id"] if isinstance(voice, dict) else voice,
         output_format=output["format"].get("type", "audio/pcm") if "format" in output else None,
         reasoning_effort=(data.get("reasoning") or {}).get("effort"),
+        parallel_tool_calls=data.get("parallel_tool_calls"),
     )
 
 

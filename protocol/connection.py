@@ -110,6 +110,7 @@ class RealtimeConnection(
         self.speech_start_ms = 0
         self.turns = self._new_detector()
         self.turn_awaiting_response = False
+        self.idle_from_ms = None
         self.responses = {}
         self.default_response_id = None
         self.last_response_id = None

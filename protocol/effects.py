@@ -97,6 +97,8 @@ class ResponsePlan:
     reasoning_effort: str | None = None
     #: the language answers are given in: the session's transcription language, else English
     language: str = "en"
+    #: False: at most one function call per response (None: the engine's default)
+    parallel_tool_calls: bool | None = None
 
 
 @attrs.frozen

@@ -101,6 +101,7 @@ class ResponseParams:
     voice: str | None = None
     output_format: str | None = None
     reasoning_effort: str | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,7 @@ from .effects import (
 from .errors import ProtocolError
 from .machine_state import MachineState
 from .output import Output, stale
+from .responses import ResponseRun
 from .session import BYTES_PER_MS
 from .states import InputState, advance
 from .turns import (
@@ -145,6 +146,42 @@ class InputBufferRules(MachineState):
         self._follow_voice(frame, out)
         self._transcribe_early(out)
         self._quiet_live_transcription(out)
+        self._check_idle_timeout(frame, out)
+
+    def _start_idle_timeout(self, run: ResponseRun) -> None:
+        """With ``server_vad``'s ``idle_timeout_ms``, the wait for the user starts when the
+        answer has played: at ``response.done`` plus the audio it sent (as OpenAI defines it;
+        the input audio keeps arriving in real time meanwhile)."""
+        td = self.session.turn_detection
+        if td is None or td.type != "server_vad" or td.idle_timeout_ms is None:
+            return
+        audio_ms = run.audio_bytes_sent / BYTES_PER_MS[run.plan.output_format]
+        self.idle_from_ms = int(self.timeline_ms + audio_ms)
+
+    def _check_idle_timeout(self, frame: ins.VadFrame, out: Output) -> None:
+        """No speech for ``idle_timeout_ms`` after the answer played: ``timeout_triggered``,
+        the silent audio committed as the user's turn, and a response to it."""
+        td = self.session.turn_detection
+        if self.idle_from_ms is None or td is None or td.idle_timeout_ms is None:
+            return
+        if self.input_state is not InputState.HAS_AUDIO or self.default_response_id is not None:
+            return  # speech in progress, or an answer already under way
+        if frame.end_ms < self.idle_from_ms + td.idle_timeout_ms:
+            return
+        start_ms, self.idle_from_ms = self.idle_from_ms, None
+        item_id = ids.item_id()
+        out.events.append(
+            ev.InputAudioBufferTimeoutTriggered(
+                audio_start_ms=start_ms, audio_end_ms=frame.end_ms, item_id=item_id
+            )
+        )
+        self._go("idle_timeout")
+        self._abandon_speculation(out)
+        self._commit(item_id, int(self.buffer_start_ms), frame.end_ms, out)
+        self.buffer_start_ms = float(frame.end_ms)
+        if self.timeline_ms > self.buffer_start_ms:
+            self._go("append")
+        self._create_response(ev.ResponseParams(), out)
 
     def _follow_voice(self, frame: ins.VadFrame, out: Output) -> None:
         if self.turns is None or frame.end_ms <= self.buffer_start_ms:
@@ -154,6 +191,7 @@ class InputBufferRules(MachineState):
         assert td is not None
         if isinstance(signal, SpeechStart):
             self._go("speech_started")
+            self.idle_from_ms = None  # the user spoke: no idle timeout until the next answer
             self.speech_item_id = ids.item_id()
             self.speech_start_ms = max(signal.audio_start_ms, int(self.buffer_start_ms))
             out.events.append(

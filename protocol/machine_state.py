@@ -48,6 +48,9 @@ class MachineState(abc.ABC):
     turns: TurnDetector | None  #: None with turn detection off
     #: a VAD turn ended while a response was active (interrupt_response off)
     turn_awaiting_response: bool
+    #: ``idle_timeout_ms``: input timeline ms where the last answer's playback ended, while
+    #: the timeout runs (None: it does not)
+    idle_from_ms: int | None
     # --- responses
     responses: dict[str, ResponseRun]  #: responses not yet done
     default_response_id: str | None  #: the active default-conversation response
@@ -136,6 +139,10 @@ class MachineState(abc.ABC):
     @abc.abstractmethod
     def _held_response(self, run: ResponseRun, out: Output) -> str | None:
         """The speculation whose held response stands for ``run`` (``speculation.py``)."""
+
+    @abc.abstractmethod
+    def _start_idle_timeout(self, run: ResponseRun) -> None:
+        """Start ``idle_timeout_ms`` once ``run``'s answer has played (``input_buffer.py``)."""
 
     @abc.abstractmethod
     def _quiet_live_transcription(self, out: Output) -> None:

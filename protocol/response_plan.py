@@ -25,4 +25,7 @@ def plan_response(session: SessionConfig, params: ev.ResponseParams) -> Response
         output_format=params.output_format or session.output_format,
         reasoning_effort=params.reasoning_effort,
         language=(session.transcription or {}).get("language") or "en",
+        parallel_tool_calls=session.parallel_tool_calls
+        if params.parallel_tool_calls is None
+        else params.parallel_tool_calls,
     )

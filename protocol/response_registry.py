@@ -20,7 +20,7 @@ from .effects import (
     StartResponse,
 )
 from .errors import IllegalTransition, ProtocolError
-from .items import Item
+from .items import FunctionCallItem, Item
 from .machine_state import MachineState
 from .output import Output, stale
 from .response_plan import plan_response
@@ -78,6 +78,7 @@ class ResponseRegistry(MachineState):
         )
         self.responses[run.id] = run
         self.last_response_id = run.id
+        self.idle_from_ms = None
         if in_conversation:
             self.default_response_id = run.id
         if speculation is not None:
@@ -140,6 +141,7 @@ class ResponseRegistry(MachineState):
             self.audio_items.setdefault(item_id, audio)  # a truncate may have cut it already
         if self.default_response_id == run.id:
             self.default_response_id = None
+            self._start_idle_timeout(run)
             if self.turn_awaiting_response:
                 self.turn_awaiting_response = False
                 self._create_response(ev.ResponseParams(), out)
@@ -196,6 +198,10 @@ class ResponseRegistry(MachineState):
         run = self._run_for(result.response_id)
         if run is None:
             return stale(result)
+        if run.plan.parallel_tool_calls is False and any(
+            isinstance(item, FunctionCallItem) for item in run.output
+        ):
+            return stale(result)  # one call per response: an engine's second call is dropped
         out.events += run.tool_call(result.call_id, result.name, result.arguments)
 
     def _on_response_complete(self, result: ins.ResponseComplete, out: Output) -> None:

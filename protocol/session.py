@@ -204,6 +204,8 @@ class SessionConfig:
     max_output_tokens: int | None  #: None = "inf"
 
     include_logprobs: bool = False
+    #: whether a response may call several functions (None: the engine's default)
+    parallel_tool_calls: bool | None = None
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> SessionConfig:
@@ -245,6 +247,7 @@ class SessionConfig:
             tool_choice=wire["tool_choice"],
             max_output_tokens=None if mot == "inf" else int(mot),
             include_logprobs=include_logprobs,
+            parallel_tool_calls=wire.get("parallel_tool_calls"),
         )
 
     @classmethod

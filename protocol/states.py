@@ -40,6 +40,7 @@ INPUT_TRANSITIONS: Mapping[InputState, Mapping[str, InputState]] = {
         "speech_started": InputState.SPEECH,
         "commit": InputState.EMPTY,
         "clear": InputState.EMPTY,
+        "idle_timeout": InputState.EMPTY,
     },
     InputState.SPEECH: {
         "append": InputState.SPEECH,

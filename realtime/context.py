@@ -56,6 +56,7 @@ def llm_request(plan: ResponsePlan) -> LLMRequest:
         max_output_tokens=plan.max_output_tokens,
         reasoning_effort=plan.reasoning_effort,
         language=plan.language,
+        parallel_tool_calls=plan.parallel_tool_calls,
     )
 
 

@@ -138,6 +138,13 @@ def test_tool_choice_modes_go_as_they_are(api: Api, choice: str) -> None:
     assert api.engine().arguments(request)["tool_choice"] == choice
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_parallel_tool_calls_goes_with_the_tools(api: Api, parallel: bool) -> None:
+    request = attrs.evolve(HISTORY, parallel_tool_calls=parallel)
+    assert api.engine().arguments(request)["parallel_tool_calls"] is parallel
+    assert "parallel_tool_calls" not in api.engine().arguments(HISTORY)  # not set: not sent
+
+
 def test_no_tools_sends_no_tool_choice(api: Api) -> None:
     request = attrs.evolve(HISTORY, tools=(), tool_choice="required")
     assert {"tools", "tool_choice"}.isdisjoint(api.engine().arguments(request))

@@ -11,7 +11,16 @@ from protocol import events as ev
 from protocol import inputs as ins
 from protocol.effects import ResponsePlan
 from protocol.responses import ResponseRun
-from tests.protocol.steps import audio_input, session_update, speak_audio, start_of, text_turn
+from tests.protocol.steps import (
+    audio_input,
+    created_id,
+    response_create,
+    session_update,
+    speak_audio,
+    start_of,
+    text_turn,
+    user_text,
+)
 from tests.support import Driver, pcm_ms, types
 
 AUDIO_PART_OPEN = [
@@ -353,3 +362,25 @@ def test_a_response_answers_in_the_sessions_transcription_language_else_english(
     d.feed(ins.ResponseComplete(d.conn.last_response_id))
     session_update(d, audio=audio_input(transcription={"model": "whisper-1", "language": "de"}))
     assert start_of(d, text_turn(d)).plan.language == "de"
+
+
+@pytest.mark.parametrize("parallel", [None, True, False])
+def test_parallel_tool_calls_false_keeps_one_call_per_response(parallel: bool | None) -> None:
+    d = Driver()
+    if parallel is not None:
+        session_update(d, parallel_tool_calls=parallel)
+    rid = text_turn(d)
+    assert start_of(d, rid).plan.parallel_tool_calls is parallel
+    d.feed(ins.ToolCallOut(rid, "call_1", "lookup", "{}"))
+    d.feed(ins.ToolCallOut(rid, "call_2", "lookup", "{}"))
+    done = d.feed(ins.ResponseComplete(rid))[-1]["response"]
+    calls = [o["call_id"] for o in done["output"] if o["type"] == "function_call"]
+    assert calls == (["call_1"] if parallel is False else ["call_1", "call_2"])
+
+
+def test_response_create_overrides_the_sessions_parallel_tool_calls() -> None:
+    d = Driver()
+    session_update(d, parallel_tool_calls=False)
+    user_text(d)
+    rid = created_id(response_create(d, parallel_tool_calls=True))
+    assert start_of(d, rid).plan.parallel_tool_calls is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 
@@ -228,6 +229,32 @@ def test_truncate_while_the_answer_streams_stops_its_audio_and_the_turn_goes_on(
                 assert (await client.until("response.done", timeout=20))[-1]["response"][
                     "status"
                 ] == "completed"
+
+        run(body)
+
+
+def test_idle_timeout_answers_a_silent_user() -> None:
+    with live_server() as server:
+
+        async def body() -> None:
+            async with session(server) as client:
+                turn_detection = {"type": "server_vad", "idle_timeout_ms": 5000}
+                await client.update_session(audio={"input": {"turn_detection": turn_detection}})
+                await client.user_text("Say hello")
+                await client.send({"type": "response.create"})
+                events = await client.until("response.done")
+                audio_ms = sum(
+                    len(base64.b64decode(e["delta"])) // 48
+                    for e in events
+                    if e["type"] == "response.output_audio.delta"
+                )
+                await client.append(silence_pcm(audio_ms + 5_500), chunk_ms=100)
+                events = await client.until("input_audio_buffer.timeout_triggered")
+                triggered = events[-1]
+                assert triggered["audio_end_ms"] - triggered["audio_start_ms"] >= 5_000
+                events = await client.until("response.done", timeout=20)
+                assert "error" not in types(events)
+                assert events[-1]["response"]["status"] == "completed"
 
         run(body)
 
