@@ -46,16 +46,22 @@ class QuietLiveTranscription:
 @attrs.frozen
 class TranscriptionOptions:
     """What a session asks of each input transcription: ``audio.input.transcription``'s
-    ``language`` and ``prompt``, and word log probabilities when ``include`` names them.
-    Every transcription effect carries the value in force when it was made."""
+    ``language``, ``prompt`` and ``keywords``, and word log probabilities when ``include``
+    names them. Every transcription effect carries the value in force when it was made."""
 
     language: str | None = None
     prompt: str | None = None
     logprobs: bool = False
+    keywords: tuple[str, ...] = ()
 
     def stt_options(self) -> dict[str, Any]:
-        """As keyword arguments of the STT engine's ``transcribe``."""
-        return {"language": self.language, "prompt": self.prompt, "logprobs": self.logprobs}
+        """As keyword arguments of the STT engine's ``transcribe``: the keywords join the
+        prompt as a glossary, which biases a prompted decoder (Whisper) towards them."""
+        prompt = self.prompt
+        if self.keywords:
+            glossary = "Glossary: " + ", ".join(self.keywords) + "."
+            prompt = f"{prompt} {glossary}" if prompt else glossary
+        return {"language": self.language, "prompt": prompt, "logprobs": self.logprobs}
 
 
 @attrs.frozen

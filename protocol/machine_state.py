@@ -83,6 +83,7 @@ class MachineState(abc.ABC):
             language=transcription.get("language"),
             prompt=transcription.get("prompt"),
             logprobs=self.session.include_logprobs,
+            keywords=tuple(transcription.get("keywords") or ()),
         )
 
     @property

@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -277,6 +278,23 @@ def test_transcription_settings_reach_the_commit_effect() -> None:
     voice_turn(d)
     (commit,) = [e for e in d.effects if type(e).__name__ == "CommitInputAudio"]
     assert (commit.transcription.language, commit.transcription.prompt) == ("fr", "Le")
+
+
+def test_transcription_keywords_join_the_prompt_as_a_glossary() -> None:
+    d = Driver()
+    transcription = {
+        "model": "whisper-1",
+        "prompt": "Support call.",
+        "keywords": ["Kubernetes", "Qwen"],
+    }
+    session_update(d, audio=audio_input(transcription=transcription))
+    voice_turn(d)
+    (commit,) = [e for e in d.effects if type(e).__name__ == "CommitInputAudio"]
+    assert commit.transcription.keywords == ("Kubernetes", "Qwen")
+    options = commit.transcription.stt_options()
+    assert options["prompt"] == "Support call. Glossary: Kubernetes, Qwen."
+    without_prompt = attrs.evolve(commit.transcription, prompt=None).stt_options()
+    assert without_prompt["prompt"] == "Glossary: Kubernetes, Qwen."
 
 
 def test_transcription_off_sends_no_transcription_events() -> None:
