@@ -188,6 +188,30 @@ class FunctionTool:
 
 
 @attrs.frozen
+class ContextTruncation:
+    """What to do with a conversation too long for the model (the session's ``truncation``):
+    ``"auto"`` drops the oldest turns that do not fit; ``"disabled"`` fails the response
+    instead; ``"retention_ratio"`` drops, once the conversation after the instructions passes
+    ``post_instructions`` tokens (or the context), the oldest turns until ``retention_ratio``
+    of that limit is left, so later turns fit without dropping again."""
+
+    mode: str = "auto"  #: "auto" | "disabled" | "retention_ratio"
+    retention_ratio: float = 1.0
+    post_instructions: int | None = None  #: tokens after the instructions; None: the context
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ContextTruncation:
+        if isinstance(value, dict):
+            limits = value.get("token_limits") or {}
+            return cls(
+                "retention_ratio",
+                float(value["retention_ratio"]),
+                limits.get("post_instructions"),
+            )
+        return cls(str(value or "auto"))
+
+
+@attrs.frozen
 class LLMRequest:
     instructions: str
     messages: tuple[ChatMessage, ...]
@@ -202,6 +226,8 @@ class LLMRequest:
     language: str | None = None
     #: False: at most one function call (None: the engine's default)
     parallel_tool_calls: bool | None = None
+    #: what a local model does with a conversation longer than its context
+    truncation: ContextTruncation = ContextTruncation()
 
 
 @attrs.frozen

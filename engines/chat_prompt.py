@@ -11,7 +11,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engines.base import ChatMessage, EngineError, FunctionTool, LLMRequest, ToolCallRequest
+from engines.base import (
+    ChatMessage,
+    ContextTruncation,
+    EngineError,
+    FunctionTool,
+    LLMRequest,
+    ToolCallRequest,
+)
 from engines.tool_calls import must_call, offered_tools
 
 #: One chat message as chat templates take it: ``role`` and ``content``, and with
@@ -114,23 +121,50 @@ def tool_schemas(request: LLMRequest) -> list[dict[str, Any]]:
 
 
 def fit_context(
-    messages: list[Message], tokenize: Callable[[list[Message]], list[int]], n_ctx: int
+    messages: list[Message],
+    tokenize: Callable[[list[Message]], list[int]],
+    n_ctx: int,
+    truncation: ContextTruncation | None = None,
 ) -> tuple[list[Message], list[int]]:
     """The messages that fit, and their tokens: when the prompt leaves less than a quarter of
     the ``n_ctx``-token context for the answer, the oldest turns after the system message are
     dropped (a tool result with the call before it). An :class:`EngineError` when even the
-    system message and the last turn do not fit."""
+    system message and the last turn do not fit.
+
+    ``truncation`` (the session's): ``disabled`` refuses to drop anything (an
+    :class:`EngineError` instead); ``retention_ratio`` also drops once the conversation after
+    the system message passes ``post_instructions`` tokens, and then down to
+    ``retention_ratio`` of the limit it passed."""
+    truncation = truncation or ContextTruncation()
     messages = list(messages)
-    while True:
-        tokens = tokenize(messages)
-        if len(tokens) <= n_ctx * 3 // 4:
-            return messages, tokens
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    instructions = len(tokenize(system)) if system else 0
+    budget = n_ctx * 3 // 4
+    tokens = tokenize(messages)
+    limit = budget
+    if truncation.mode == "retention_ratio" and truncation.post_instructions is not None:
+        limit = min(budget, instructions + truncation.post_instructions)
+    if len(tokens) <= limit:
+        return messages, tokens
+    if truncation.mode == "disabled":
+        raise EngineError(
+            f"the prompt takes {len(tokens)} tokens of a {n_ctx}-token context, and the "
+            "session's truncation is disabled"
+        )
+    target = limit
+    if truncation.mode == "retention_ratio":
+        target = instructions + int((limit - instructions) * truncation.retention_ratio)
+    while len(tokens) > target:
         oldest = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
         if oldest is None or oldest == len(messages) - 1:
+            if len(tokens) <= limit:
+                break  # the last turn alone passes the retention target: keep it
             raise EngineError(f"the prompt takes {len(tokens)} tokens of a {n_ctx}-token context")
         del messages[oldest]
         while oldest < len(messages) - 1 and messages[oldest]["role"] == "tool":
             del messages[oldest]
+        tokens = tokenize(messages)
+    return messages, tokens
 
 
 def describe_tools(tools: Sequence[FunctionTool], *, required: bool) -> str:

@@ -112,7 +112,9 @@ class ChatTemplate:
             # one), as transformers' own tokenize=True path assumes.
             return list(self._tokenizer.encode(rendered[-1], add_special_tokens=False))
 
-        _, tokens = fit_context(chat_messages(request, native_tools=native), tokenize, n_ctx)
+        _, tokens = fit_context(
+            chat_messages(request, native_tools=native), tokenize, n_ctx, request.truncation
+        )
         return Prompt(text=rendered[-1], token_ids=tuple(tokens), native_tools=native)
 
 

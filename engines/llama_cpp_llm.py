@@ -198,7 +198,8 @@ class LlamaCppLLM:
     def prompt_tokens(self, request: LLMRequest) -> list[int]:
         """The request rendered with the model's chat template and tokenized. When it leaves
         less than a quarter of the context for the answer, the oldest turns are dropped."""
-        return fit_context(chat_messages(request), self._tokenize, self.n_ctx)[1]
+        messages = chat_messages(request)
+        return fit_context(messages, self._tokenize, self.n_ctx, request.truncation)[1]
 
     def _tokenize(self, messages: list[Message]) -> list[int]:
         formatted = self._formatter(messages=messages)

@@ -105,6 +105,8 @@ class ResponsePlan:
     language: str = "en"
     #: False: at most one function call per response (None: the engine's default)
     parallel_tool_calls: bool | None = None
+    #: the session's ``truncation``: "auto", "disabled" or a retention_ratio object
+    truncation: str | dict[str, Any] = "auto"
 
 
 @attrs.frozen

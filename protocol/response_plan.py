@@ -28,4 +28,5 @@ def plan_response(session: SessionConfig, params: ev.ResponseParams) -> Response
         parallel_tool_calls=session.parallel_tool_calls
         if params.parallel_tool_calls is None
         else params.parallel_tool_calls,
+        truncation=session.wire.get("truncation", "auto"),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engines.base import ChatMessage, FunctionTool, LLMRequest, ToolCallRequest
+from engines.base import ChatMessage, ContextTruncation, FunctionTool, LLMRequest, ToolCallRequest
 from protocol.effects import ResponsePlan
 from protocol.items import FunctionCallItem, FunctionCallOutputItem, Item, MessageItem
 
@@ -57,6 +57,7 @@ def llm_request(plan: ResponsePlan) -> LLMRequest:
         reasoning_effort=plan.reasoning_effort,
         language=plan.language,
         parallel_tool_calls=plan.parallel_tool_calls,
+        truncation=ContextTruncation.from_wire(plan.truncation),
     )
 
 

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from engines.base import ChatMessage, EngineError, FunctionTool, LLMRequest, ToolCallRequest
+from engines.base import (
+    ChatMessage,
+    ContextTruncation,
+    EngineError,
+    FunctionTool,
+    LLMRequest,
+    ToolCallRequest,
+)
 from engines.chat_prompt import MUST_CALL, chat_messages, fit_context, system_prompt, tool_schemas
 
 WEATHER = FunctionTool(
@@ -160,6 +167,46 @@ def test_fit_context_fails_when_the_last_turn_alone_is_too_long():
     messages = [{"role": "user", "content": "far too many words here"}]
     with pytest.raises(EngineError, match="5 tokens of a 4-token context"):
         fit_context(messages, words, n_ctx=4)
+
+
+def conversation(turns: int) -> list[dict]:
+    """A system message of 2 tokens, then ``turns`` user/assistant messages of 3 tokens each."""
+    roles = ("user", "assistant")
+    return [{"role": "system", "content": "be brief"}] + [
+        {"role": roles[i % 2], "content": f"turn {i} here"} for i in range(turns)
+    ]
+
+
+def test_truncation_disabled_refuses_to_drop_turns():
+    messages = conversation(4)  # 14 tokens
+    disabled = ContextTruncation("disabled")
+    assert fit_context(messages, words, n_ctx=40, truncation=disabled)[0] == messages
+    with pytest.raises(EngineError, match="truncation is disabled"):
+        fit_context(messages, words, n_ctx=16, truncation=disabled)
+
+
+def test_retention_ratio_drops_down_to_its_share_of_the_post_instructions_limit():
+    messages = conversation(6)  # 2 + 18 tokens
+    ratio = ContextTruncation("retention_ratio", 0.5, post_instructions=12)
+    kept, tokens = fit_context(messages, words, n_ctx=1000, truncation=ratio)
+    # over 12 tokens after the instructions: the oldest turns go until 6 are left
+    assert [m["content"] for m in kept] == ["be brief", "turn 4 here", "turn 5 here"]
+    assert len(tokens) == 2 + 6
+    # under the limit, nothing is dropped
+    assert fit_context(messages[:4], words, n_ctx=1000, truncation=ratio)[0] == messages[:4]
+    # "auto" with the same context keeps everything that fits
+    assert fit_context(messages, words, n_ctx=1000)[0] == messages
+
+
+def test_truncation_reaches_the_request_from_the_session():
+    wire = {
+        "type": "retention_ratio",
+        "retention_ratio": 0.8,
+        "token_limits": {"post_instructions": 900},
+    }
+    assert ContextTruncation.from_wire(wire) == ContextTruncation("retention_ratio", 0.8, 900)
+    assert ContextTruncation.from_wire("disabled") == ContextTruncation("disabled")
+    assert ContextTruncation.from_wire("auto") == ContextTruncation()
 
 
 def test_the_answer_language_is_named_after_the_instructions():

@@ -384,3 +384,12 @@ def test_response_create_overrides_the_sessions_parallel_tool_calls() -> None:
     user_text(d)
     rid = created_id(response_create(d, parallel_tool_calls=True))
     assert start_of(d, rid).plan.parallel_tool_calls is True
+
+
+def test_the_plan_carries_the_sessions_truncation() -> None:
+    d = Driver()
+    assert start_of(d, text_turn(d)).plan.truncation == "auto"
+    d.feed(ins.ResponseComplete(d.conn.last_response_id))
+    cut = {"type": "retention_ratio", "retention_ratio": 0.5}
+    session_update(d, truncation=cut)
+    assert start_of(d, text_turn(d)).plan.truncation == cut

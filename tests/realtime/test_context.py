@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from engines.base import ContextTruncation
 from protocol import events as ev
 from protocol.items import Content, MessageItem
 from protocol.response_plan import plan_response
@@ -22,3 +23,6 @@ def test_the_request_carries_the_plans_instructions_context_and_language() -> No
     assert [(m.role, m.content) for m in request.messages] == [("user", "Capital of Germany?")]
     assert request.language == "en"
     assert llm_request(attrs.evolve(plan, language="fr")).language == "fr"
+    assert request.truncation == ContextTruncation()  # the session's default, "auto"
+    cut = {"type": "retention_ratio", "retention_ratio": 0.5}
+    assert llm_request(attrs.evolve(plan, truncation=cut)).truncation.retention_ratio == 0.5
