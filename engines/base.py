@@ -66,6 +66,12 @@ class EngineError(Exception):
     code = "engine_error"
 
 
+class UnsupportedInput(EngineError):
+    """The engine cannot take what the request holds (an image for a text-only LLM)."""
+
+    code = "unsupported_input"
+
+
 class EngineFailed(EngineError):
     """An engine's worker process died (a signal, an exit, an OOM kill) or stopped answering
     and was killed; the supervisor restarts it."""
@@ -178,6 +184,8 @@ class ChatMessage:
     content: str = ""
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str | None = None
+    #: a user turn's images: (image_url, detail); only LLMs that take images accept them
+    images: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from engines.base import (
     FunctionTool,
     LLMRequest,
     ToolCallRequest,
+    UnsupportedInput,
 )
 from engines.tool_calls import must_call, offered_tools
 
@@ -77,6 +78,11 @@ def chat_messages(request: LLMRequest, *, native_tools: bool = False) -> list[Me
     By default the system message holds the instructions and describes the tools. With
     ``native_tools`` it holds the instructions only (the template lists the tools, see
     :func:`tool_schemas`), past calls stay structured and each tool result is a ``tool`` turn."""
+    if any(message.images for message in request.messages):
+        raise UnsupportedInput(
+            "this LLM takes no images: an input_image reaches only the openai and "
+            "chat_completions LLMs (with a model that reads images)"
+        )
     messages: list[Message] = []
     system = system_prompt(request, describe=not native_tools)
     if system:

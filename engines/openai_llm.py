@@ -231,7 +231,14 @@ def responses_input(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
                 }
             )
             continue
-        if message.content:
+        if message.images:
+            parts: list[dict[str, Any]] = [{"type": "input_text", "text": message.content}]
+            parts += [
+                {"type": "input_image", "image_url": url, "detail": detail}
+                for url, detail in message.images
+            ]
+            items.append({"type": "message", "role": message.role, "content": parts})
+        elif message.content:
             items.append({"type": "message", "role": message.role, "content": message.content})
         items += [
             {
@@ -394,6 +401,13 @@ def chat_completions_messages(request: LLMRequest) -> list[dict[str, Any]]:
                     ],
                 }
             )
+        elif message.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+            parts += [
+                {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+                for url, detail in message.images
+            ]
+            messages.append({"role": message.role, "content": parts})
         else:
             messages.append({"role": message.role, "content": message.content})
     return messages

@@ -33,7 +33,7 @@ Role = Literal["system", "user", "assistant"]
 #: content types a client may put in a message, by role
 CONTENT_TYPES_BY_ROLE: dict[str, tuple[str, ...]] = {
     "system": ("input_text",),
-    "user": ("input_text", "input_audio"),
+    "user": ("input_text", "input_audio", "input_image"),
     "assistant": ("output_text", "output_audio"),
 }
 
@@ -43,17 +43,22 @@ class Content:
     """One content entry of a message item.
 
     ``audio`` (base64, session input format) is kept only for ``input_audio`` created by the
-    client; it is never echoed in ``conversation.item.added`` / ``done``.
+    client; it is never echoed in ``conversation.item.added`` / ``done``. ``input_image``
+    holds its ``image_url`` (an https URL or a ``data:`` URL) and ``detail``.
     """
 
-    type: Literal["input_text", "input_audio", "output_text", "output_audio"]
+    type: Literal["input_text", "input_audio", "input_image", "output_text", "output_audio"]
     text: str | None = None
     transcript: str | None = None
     audio: str | None = attrs.field(default=None, repr=False)
+    image_url: str | None = attrs.field(default=None, repr=False)
+    detail: str = "auto"
 
     def to_wire(self) -> dict[str, Any]:
         if self.type in ("input_text", "output_text"):
             return {"type": self.type, "text": self.text or ""}
+        if self.type == "input_image":
+            return {"type": self.type, "image_url": self.image_url, "detail": self.detail}
         return {"type": self.type, "transcript": self.transcript}
 
     @property
@@ -227,6 +232,16 @@ def item_from_wire(data: dict[str, Any], path: str) -> Item:
                     f"{where}.text",
                 )
             content.append(Content(ctype, text=part["text"]))
+        elif ctype == "input_image":
+            if not part.get("image_url"):
+                raise ProtocolError(
+                    "missing_required_parameter",
+                    f"Missing required parameter: '{where}.image_url'.",
+                    f"{where}.image_url",
+                )
+            content.append(
+                Content(ctype, image_url=part["image_url"], detail=part.get("detail", "auto"))
+            )
         else:
             content.append(
                 Content(ctype, transcript=part.get("transcript"), audio=part.get("audio"))

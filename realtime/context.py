@@ -16,8 +16,9 @@ def chat_messages(context: tuple[Item, ...]) -> tuple[ChatMessage, ...]:
     for item in context:
         if isinstance(item, MessageItem):
             text = item.text.strip()
-            if text:
-                messages.append(ChatMessage(role=item.role, content=text))
+            images = tuple((c.image_url, c.detail) for c in item.content if c.image_url is not None)
+            if text or images:
+                messages.append(ChatMessage(role=item.role, content=text, images=images))
         elif isinstance(item, FunctionCallItem):
             call = ToolCallRequest(call_id=item.call_id, name=item.name, arguments=item.arguments)
             if messages and messages[-1].role == "assistant":

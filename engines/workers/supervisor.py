@@ -72,7 +72,9 @@ def rebuild(error: WorkerError) -> EngineError:
     if error.missing_dependency:
         return MissingDependencyReported(error.message)
     if error.engine_error:
-        return EngineError(error.message)
+        rebuilt = EngineError(error.message)
+        rebuilt.code = error.code
+        return rebuilt
     return EngineError(f"{error.type_name}: {error.message}")
 
 

@@ -58,6 +58,7 @@ class WorkerError:
     message: str
     engine_error: bool  #: an ``EngineError`` (a failure the engine reports) or a bug
     missing_dependency: bool = False
+    code: str = "engine_error"  #: an ``EngineError``'s ``code``, told to the client
 
 
 def send(connection: Connection, frame: Frame) -> None:

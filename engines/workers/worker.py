@@ -39,6 +39,7 @@ def error_of(exc: BaseException) -> WorkerError:
         # SystemExit: a builder's refusal of its flags, worded for the user
         engine_error=isinstance(exc, EngineError | SystemExit),
         missing_dependency=isinstance(exc, MissingDependency),
+        code=exc.code if isinstance(exc, EngineError) else EngineError.code,
     )
 
 

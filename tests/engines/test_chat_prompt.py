@@ -9,6 +9,7 @@ from engines.base import (
     FunctionTool,
     LLMRequest,
     ToolCallRequest,
+    UnsupportedInput,
 )
 from engines.chat_prompt import MUST_CALL, chat_messages, fit_context, system_prompt, tool_schemas
 
@@ -220,3 +221,10 @@ def test_the_answer_language_is_named_after_the_instructions():
 
 def test_no_language_means_nothing_said_about_it():
     assert system_prompt(LLMRequest("Be brief.", ())) == "Be brief."
+
+
+def test_a_local_llm_refuses_images_with_an_error_that_says_so():
+    request = LLMRequest("", (ChatMessage("user", "What is this?", images=(("data:x", "auto"),)),))
+    with pytest.raises(UnsupportedInput, match="this LLM takes no images") as refused:
+        chat_messages(request)
+    assert refused.value.code == "unsupported_input"

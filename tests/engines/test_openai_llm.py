@@ -28,7 +28,12 @@ from engines.base import (
     ToolCallRequest,
     Usage,
 )
-from engines.openai_llm import ChatCompletionsLLM, ResponsesLLM
+from engines.openai_llm import (
+    ChatCompletionsLLM,
+    ResponsesLLM,
+    chat_completions_messages,
+    responses_input,
+)
 from realtime import Pipeline, PipelinePool
 from realtime.cli import build_llm, parse_args
 from tests.engines.openai_server import STALL, ChatScript, FakeOpenAIServer, Reply, ResponsesScript
@@ -576,4 +581,28 @@ def test_a_text_turn_through_the_server_with_the_chat_completions_llm(
     assert server.received[0].body["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Say hello"},
+    ]
+
+
+def test_images_go_to_both_apis_as_image_parts() -> None:
+    image = ("data:image/png;base64,AAAA", "low")
+    request = LLMRequest("", (ChatMessage("user", "What is this?", images=(image,)),))
+    assert responses_input(request.messages) == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": image[0], "detail": "low"},
+            ],
+        }
+    ]
+    assert chat_completions_messages(request) == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": image[0], "detail": "low"}},
+            ],
+        }
     ]

@@ -237,3 +237,12 @@ def test_exit_descriptions_name_the_signal() -> None:
     assert describe_exit(-signal.SIGSEGV) == "SIGSEGV"
     assert describe_exit(-signal.SIGKILL) == "SIGKILL (OOM killer or kill -9)"
     assert describe_exit(3) == "exit status 3"
+
+
+def test_an_engine_errors_code_crosses_the_process_boundary() -> None:
+    from engines.workers.supervisor import rebuild
+    from engines.workers.wire import WorkerError
+
+    error = WorkerError("UnsupportedInput", "no images", True, code="unsupported_input")
+    assert (str(rebuild(error)), rebuild(error).code) == ("no images", "unsupported_input")
+    assert rebuild(WorkerError("EngineError", "bad", True)).code == "engine_error"

@@ -436,3 +436,28 @@ def test_truncate_while_streaming_of_content_one_is_refused() -> None:
     (error,) = truncate(d, item_id, 50, content_index=1)
     assert (error["error"]["code"], error["error"]["param"]) == ("invalid_value", "content_index")
     assert speak_audio(d, rid, ("two ",), chunk_ms=100) != []  # the item still streams
+
+
+def test_a_user_message_with_an_image_is_kept_and_reaches_the_response() -> None:
+    d = Driver()
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}
+    item = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "What is this?"}, image],
+    }
+    added, _ = create_item(d, item)
+    assert added["item"]["content"][1] == image
+    rid = created_id(response_create(d))
+    (context,) = start_of(d, rid).plan.context
+    assert context.content[1].image_url == image["image_url"]
+
+
+def test_an_image_without_its_url_is_refused() -> None:
+    d = Driver()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_image"}]}
+    (error,) = create_item(d, item)
+    assert (error["error"]["code"], error["error"]["param"]) == (
+        "missing_required_parameter",
+        "item.content[0].image_url",
+    )

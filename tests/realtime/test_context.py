@@ -26,3 +26,21 @@ def test_the_request_carries_the_plans_instructions_context_and_language() -> No
     assert request.truncation == ContextTruncation()  # the session's default, "auto"
     cut = {"type": "retention_ratio", "retention_ratio": 0.5}
     assert llm_request(attrs.evolve(plan, truncation=cut)).truncation.retention_ratio == 0.5
+
+
+def test_images_of_a_user_message_reach_the_request() -> None:
+    session = SessionConfig.initial("sess_1", "gpt-realtime", 0, "alloy")
+    item = MessageItem(
+        id="item_1",
+        role="user",
+        content=(
+            Content("input_text", text="What is this?"),
+            Content("input_image", image_url="data:image/png;base64,AAAA", detail="low"),
+        ),
+    )
+    plan = attrs.evolve(plan_response(session, ev.ResponseParams()), context=(item,))
+    (message,) = llm_request(plan).messages
+    assert (message.content, message.images) == (
+        "What is this?",
+        (("data:image/png;base64,AAAA", "low"),),
+    )
