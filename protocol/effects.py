@@ -53,6 +53,9 @@ class TranscriptionOptions:
     prompt: str | None = None
     logprobs: bool = False
     keywords: tuple[str, ...] = ()
+    #: ``audio.input.noise_reduction``: its type ("near_field" or "far_field") and strength
+    #: (the shell denoises the audio before the STT hears it); None: off
+    noise_reduction: tuple[str, float] | None = None
 
     def stt_options(self) -> dict[str, Any]:
         """As keyword arguments of the STT engine's ``transcribe``: the keywords join the

@@ -169,9 +169,8 @@ class SpeculationTasks:
     async def _early_transcript_task(self, early: EarlyTranscript, samples: np.ndarray) -> None:
         with early.scope:
             try:
-                options = early.request.transcription.stt_options()
                 early.result = await self.transcriber.transcribe(
-                    samples, speculative=True, **options
+                    samples, speculative=True, options=early.request.transcription
                 )
             except Exception:
                 log.warning("session %s: early transcription failed", self.session_id)
@@ -251,7 +250,7 @@ class SpeculationTasks:
                         result, took = await self.transcriber.transcribe(
                             speculation.samples,
                             speculation,
-                            **request.transcription.stt_options(),
+                            options=request.transcription,
                         )
                 except Exception:
                     log.warning("session %s: speculative transcription failed", self.session_id)

@@ -26,6 +26,7 @@ from protocol.effects import TranscriptionOptions
 
 from .input_audio import ENGINE_RATE, InputTimeline
 from .metrics import Metrics
+from .noise import denoise
 from .pool import Pipeline
 from .ports import Feed, SessionOptions
 from .speculation import SpeculativeWork, engine_limiter
@@ -149,17 +150,23 @@ class Transcriber:
         held: SpeculativeWork | None = None,
         *,
         speculative: bool = False,
-        **options: Any,
+        options: TranscriptionOptions | None = None,
+        partial: bool = False,
     ) -> tuple[Transcript, float]:
         """The STT on 16 kHz ``samples`` in a worker thread, within ``engine_timeout_s``
-        (waiting for the shared STT included), and the seconds the engine itself took.
-        ``held``: the speculation this is for; it and ``speculative`` calls yield to live
-        ones."""
+        (waiting for the shared STT included), and the seconds the engine itself took
+        (denoising included, where the session asks for it). ``held``: the speculation this
+        is for; it and ``speculative`` calls yield to live ones."""
         stt, token = self.pipeline.stt, CancelToken()
+        arguments: dict[str, Any] = {} if options is None else options.stt_options()
+        if partial:
+            arguments["partial"] = True
+        noise = None if options is None else options.noise_reduction
 
         def call() -> tuple[Transcript, float]:
             began = time.monotonic()
-            result = stt.transcribe(samples, cancel=token, **options)
+            audio = samples if noise is None else denoise(samples, *noise)
+            result = stt.transcribe(audio, cancel=token, **arguments)
             return result, time.monotonic() - began
 
         engine = self.pipeline.stt_limiter
@@ -188,9 +195,7 @@ class Transcriber:
                     request.item_id, request.samples, request.transcription
                 )
             try:
-                result, took = await self.transcribe(
-                    request.samples, **request.transcription.stt_options()
-                )
+                result, took = await self.transcribe(request.samples, options=request.transcription)
             except Exception as exc:
                 self.metrics.engine_errors += 1
                 log.exception("session %s: transcription failed", self.session_id)
@@ -204,7 +209,7 @@ class Transcriber:
         if self._live is None or self._live[0] != request.item_id:
             return  # the segment was committed or cleared meanwhile
         try:
-            result, _ = await self.transcribe(request.samples, partial=True)
+            result, _ = await self.transcribe(request.samples, partial=True)  # raw: a draft
         except Exception:
             log.exception("session %s: partial transcription failed", self.session_id)
             return

@@ -297,6 +297,17 @@ def test_transcription_keywords_join_the_prompt_as_a_glossary() -> None:
     assert without_prompt["prompt"] == "Glossary: Kubernetes, Qwen."
 
 
+def test_noise_reduction_reaches_every_transcription() -> None:
+    d = Driver()
+    voice_turn(d)
+    session_update(d, audio=audio_input(noise_reduction={"type": "far_field", "strength": 0.5}))
+    voice_turn(d)
+    first, second = [e for e in d.effects if type(e).__name__ == "CommitInputAudio"]
+    assert first.transcription.noise_reduction is None  # off by default, as OpenAI's
+    assert second.transcription.noise_reduction == ("far_field", 0.5)
+    assert "noise_reduction" not in second.transcription.stt_options()  # the shell's to apply
+
+
 def test_transcription_off_sends_no_transcription_events() -> None:
     d = Driver()
     session_update(d, audio=audio_input(transcription={"model": "whisper-1"}))
