@@ -24,10 +24,6 @@ from engines.choice import (
 from engines.embedded import default_threads
 from engines.workers import (
     EngineWorker,
-    WorkerLLM,
-    WorkerSTT,
-    WorkerTTS,
-    WorkerTurnModel,
 )
 from engines.workers.supervisor import MissingDependencyReported
 from protocol import ProtocolError, RealtimeConnection
@@ -122,17 +118,9 @@ def build_worker_pool(args: argparse.Namespace, transcription_sessions: int) -> 
                 each.pid,
                 each.load_seconds,
             )
-        turn_model = WorkerTurnModel(turn) if turn in started else None
+        turn_worker = turn if turn in started else None
         pipelines = [
-            Pipeline(
-                index=i,
-                vad=_load_vad(args),
-                stt=WorkerSTT(stt),
-                llm=WorkerLLM(llm),
-                tts=WorkerTTS(tts),
-                turn_model=turn_model,
-                workers=(stt, llm, tts, *((turn,) if turn_model else ())),
-            )
+            Pipeline.of_workers(i, _load_vad(args), stt, llm, tts, turn_worker)
             for i, (stt, llm, tts) in enumerate(chains)
         ]
     except BaseException:

@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from engines.base import LLM, STT, TTS, VAD, TurnModel
-from engines.workers import EngineWorker
+from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, WorkerTurnModel
 
 
 @attrs.frozen
@@ -115,6 +115,28 @@ class Pipeline:
     tts_limiter: EngineLimiter = attrs.Factory(EngineLimiter)
     turn_limiter: EngineLimiter = attrs.Factory(EngineLimiter)
     workers: tuple[EngineWorker, ...] = ()
+
+    @classmethod
+    def of_workers(
+        cls,
+        index: int,
+        vad: VAD,
+        stt: EngineWorker,
+        llm: EngineWorker,
+        tts: EngineWorker,
+        turn_model: EngineWorker | None = None,
+    ) -> Pipeline:
+        """A pipeline whose STT, LLM and TTS (and turn model) run in these started workers,
+        behind the engines' own interfaces; the VAD runs in this process."""
+        return cls(
+            index=index,
+            vad=vad,
+            stt=WorkerSTT(stt),
+            llm=WorkerLLM(llm),
+            tts=WorkerTTS(tts),
+            turn_model=None if turn_model is None else WorkerTurnModel(turn_model),
+            workers=(stt, llm, tts, *(() if turn_model is None else (turn_model,))),
+        )
 
     def reset(self) -> None:
         self.vad.reset()

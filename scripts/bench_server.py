@@ -74,7 +74,7 @@ from engines.base import (
     Transcript,
     Usage,
 )
-from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
+from engines.workers import EngineWorker, start_all
 from protocol.effects import AppendInputAudio, StartResponse
 from protocol.turns import MIN_SPEECH_MS
 from realtime import AppSettings, Metrics, Pipeline, PipelinePool
@@ -219,17 +219,7 @@ def zero_cost_pool(size: int, *, slow: bool = False, workers: bool = False) -> P
     ]
     start_all([worker for chain in chains for worker in chain])
     return PipelinePool(
-        [
-            Pipeline(
-                index=i,
-                vad=EnergyVAD(),
-                stt=WorkerSTT(stt),
-                llm=WorkerLLM(llm_worker),
-                tts=WorkerTTS(tts_worker),
-                workers=(stt, llm_worker, tts_worker),
-            )
-            for i, (stt, llm_worker, tts_worker) in enumerate(chains)
-        ]
+        [Pipeline.of_workers(i, EnergyVAD(), *chain) for i, chain in enumerate(chains)]
     )
 
 

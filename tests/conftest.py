@@ -12,7 +12,7 @@ import pytest
 from engines import embedded as embedded_engines
 from engines.base import MissingDependency
 from engines.embedded import EmbeddedEngines, load_embedded
-from engines.workers import EngineWorker, WorkerLLM, WorkerSTT, WorkerTTS, start_all
+from engines.workers import EngineWorker, start_all
 from realtime.pool import Pipeline
 
 #: the embedded engines' options in the tests: Piper's noise off, a small LLM context
@@ -48,9 +48,7 @@ def embedded_pipeline(embedded: EmbeddedEngines) -> Iterator[Callable[[], Pipeli
     stt, llm, tts = workers
 
     def pipeline() -> Pipeline:
-        return Pipeline(
-            0, embedded.vad, WorkerSTT(stt), WorkerLLM(llm), WorkerTTS(tts), workers=workers
-        )
+        return Pipeline.of_workers(0, embedded.vad, stt, llm, tts)
 
     yield pipeline
     for worker in workers:

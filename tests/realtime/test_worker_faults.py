@@ -50,17 +50,7 @@ def worker_pool(size: int) -> PipelinePool:
     ]
     start_all([worker for chain in chains for worker in chain])
     return PipelinePool(
-        [
-            Pipeline(
-                index=i,
-                vad=FakeVAD(),
-                stt=WorkerSTT(stt),
-                llm=WorkerLLM(llm),
-                tts=WorkerTTS(tts),
-                workers=(stt, llm, tts),
-            )
-            for i, (stt, llm, tts) in enumerate(chains)
-        ]
+        [Pipeline.of_workers(i, FakeVAD(), *chain) for i, chain in enumerate(chains)]
     )
 
 
