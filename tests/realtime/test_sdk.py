@@ -10,7 +10,7 @@ from typing import Any
 from openai import AsyncOpenAI, OpenAI
 
 from protocol.invariants import SequenceChecker
-from tests.realtime.harness import live_server, silence_pcm, tone_pcm
+from tests.realtime.harness import fake_pool, live_server, silence_pcm, tone_pcm
 from tests.realtime.test_server import WEATHER_TOOL
 
 
@@ -95,6 +95,49 @@ def test_async_sdk_voice_turn() -> None:
                 )
                 assert len(audio) > 48_000 * 0.5  # at least half a second of 24 kHz PCM16
                 assert events[-1].response.status == "completed"
+
+        asyncio.run(body())
+
+
+def test_async_sdk_barge_in_with_its_own_truncate_while_the_answer_streams() -> None:
+    """The SDK user's interruption: speech over the answer, then a truncate of the item whose
+    audio is still arriving at the ms the client played; no error, and the session goes on."""
+    with live_server(fake_pool(token_delay_s=0.05)) as server:
+
+        async def body() -> None:
+            client = AsyncOpenAI(api_key="any", base_url=f"http://127.0.0.1:{server.port}/v1")
+            checker = SequenceChecker()
+            async with client.realtime.connect(model="gpt-realtime") as conn:
+                checker.check(wire(await conn.recv()))
+                await conn.response.create()
+                events = []
+                async for event in conn:
+                    checker.check(wire(event))
+                    events.append(event)
+                    if event.type == "response.output_audio.delta":
+                        break
+                item_id = events[-1].item_id
+                await conn.conversation.item.truncate(
+                    item_id=item_id, content_index=0, audio_end_ms=40
+                )
+                pcm = tone_pcm(400) + silence_pcm(600)
+                for i in range(0, len(pcm), 960):
+                    await conn.input_audio_buffer.append(
+                        audio=base64.b64encode(pcm[i : i + 960]).decode()
+                    )
+                seen = []
+                async for event in conn:
+                    checker.check(wire(event))
+                    seen.append(event)
+                    if event.type == "response.done" and event.response.status == "completed":
+                        break
+                kinds = [e.type for e in seen]
+                assert "error" not in kinds
+                truncated = next(e for e in seen if e.type == "conversation.item.truncated")
+                assert (truncated.item_id, truncated.audio_end_ms) == (item_id, 40)
+                cancelled = next(e for e in seen if e.type == "response.done")
+                assert cancelled.response.status in ("cancelled", "completed")
+                assert "input_audio_buffer.speech_started" in kinds
 
         asyncio.run(body())
 
