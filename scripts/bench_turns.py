@@ -23,18 +23,25 @@ does). For each setting a fresh server and session:
 Piper samples noise (VITS), so each run hears slightly different audio. Figures are printed,
 never asserted.
 
-Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only] [--verbose]``
+``--voices`` adds askers the server never hears elsewhere (espeak-ng voices), each question after
+400 ms of room silence; the answer latencies are then printed per voice.
+
+Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only] [--verbose]
+[--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3]``
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
 import logging
 import os
 import platform
+import subprocess
 import sys
+import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -80,15 +87,31 @@ SEMANTIC_AUTO = {"type": "semantic_vad", "eagerness": "auto"}
 TAIL_MS = {"server_vad": 1000, "semantic_vad": 2600}
 
 
-def spoken(pipeline: Pipeline, text: str) -> bytes:
-    """Piper saying ``text`` as 24 kHz PCM16, without its leading and trailing silence."""
-    tts = pipeline.tts
-    assert tts is not None
-    audio = np.concatenate(list(tts.synthesize(text, voice=None, speed=1.0, cancel=CancelToken())))
-    audio = StreamingResampler(tts.sample_rate, 24_000)(audio)
+def spoken(pipeline: Pipeline, text: str, voice: str = "joe") -> bytes:
+    """``text`` spoken as 24 kHz PCM16, without its leading and trailing silence: by Piper's
+    joe voice (the server's own TTS), or by espeak-ng (``espeak:<voice>``, e.g.
+    ``espeak:en-us``; Debian's espeak-ng package), a voice the server never hears elsewhere."""
+    if voice.startswith("espeak:"):
+        audio, rate = espeak(text, voice.removeprefix("espeak:"))
+    else:
+        tts = pipeline.tts
+        assert tts is not None
+        chunks = tts.synthesize(text, voice=None, speed=1.0, cancel=CancelToken())
+        audio, rate = np.concatenate(list(chunks)), tts.sample_rate
+    audio = StreamingResampler(rate, 24_000)(audio)
     frames = audio[: len(audio) // 240 * 240].reshape(-1, 240)  # 10 ms
     loud = np.nonzero(np.sqrt((frames**2).mean(axis=1)) > 0.005)[0]
     return encode(audio[loud[0] * 240 : (loud[-1] + 1) * 240], "audio/pcm")
+
+
+def espeak(text: str, voice: str) -> tuple[np.ndarray, int]:
+    """espeak-ng saying ``text``: float32 samples and their rate."""
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", "165", "--stdout", text], capture_output=True, check=True
+    ).stdout
+    with wave.open(io.BytesIO(wav)) as reader:
+        rate, frames = reader.getframerate(), reader.readframes(reader.getnframes())
+    return np.frombuffer(frames, "<i2").astype(np.float32) / 32768, rate
 
 
 def silence(ms: int) -> bytes:
@@ -206,7 +229,11 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     speculation_log.setLevel(logging.DEBUG)
     speculation_log.addHandler(outcomes)
     speculation_log.propagate = False  # counted, not printed
-    questions = [spoken(pipeline, q) for q in QUESTIONS]
+    #: each voice's questions, after 400 ms of room silence (an open microphone)
+    asked = {
+        voice: [silence(400) + spoken(pipeline, q, voice) for q in QUESTIONS]
+        for voice in args.voices
+    }
     per_take = len(SPLIT_SENTENCES)
     sentences = [
         (spoken(pipeline, first), 300 + round(300 * i / (per_take - 1)), spoken(pipeline, second))
@@ -215,7 +242,7 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     ]
     count = len(sentences)
     # one answered question first, not counted: the engines' first calls are slower
-    await answer_latencies(pool, True, SERVER_VAD_500, questions, 1, False)
+    await answer_latencies(pool, True, SERVER_VAD_500, asked[args.voices[0]], 1, False)
     outcomes.take()
     settings = [
         ("server_vad 200 ms", True, SERVER_VAD_200),
@@ -226,13 +253,15 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     if args.cut_offs_only:
         settings = []
     latencies, speculations = {}, {}
-    for label, speculative, turn_detection in settings:
-        if args.verbose:
-            print(label)
-        latencies[label] = await answer_latencies(
-            pool, speculative, turn_detection, questions, args.turns, args.verbose
-        )
-        speculations[label] = outcomes.take()
+    for setting, speculative, turn_detection in settings:
+        for voice, questions in asked.items():
+            label = setting if len(asked) == 1 else f"{setting}, {voice}"
+            if args.verbose:
+                print(label)
+            latencies[label] = await answer_latencies(
+                pool, speculative, turn_detection, questions, args.turns, args.verbose
+            )
+            speculations[label] = outcomes.take()
     cut = {}
     for label, turn_detection in (
         ("server_vad 200 ms", SERVER_VAD_200),
@@ -249,11 +278,11 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     )
     print("end of speech -> first audio delta (client)")
     for label, values in latencies.items():
-        print(f"  {label:36s}", quantiles(values))
+        print(f"  {label:52s}", quantiles(values))
     print("speculations")
     for label, counts in speculations.items():
         if counts or "no speculation" not in label:
-            print(f"  {label:36s}", speculation_line(counts))
+            print(f"  {label:52s}", speculation_line(counts))
     print("false cut-offs: sentences paused for 300-600 ms mid-phrase")
     for label, (cuts, unended) in cut.items():
         extra = f", {unended} never ended" if unended else ""
@@ -269,6 +298,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--cut-offs-only", action="store_true", help="measure the false cut-offs only"
+    )
+    parser.add_argument(
+        "--voices",
+        type=lambda text: text.split(","),
+        default=["joe"],
+        help="who asks the questions, comma-separated: joe (Piper, the server's own voice) or "
+        "espeak:<voice> (espeak-ng), e.g. joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
