@@ -393,3 +393,15 @@ def test_the_plan_carries_the_sessions_truncation() -> None:
     cut = {"type": "retention_ratio", "retention_ratio": 0.5}
     session_update(d, truncation=cut)
     assert start_of(d, text_turn(d)).plan.truncation == cut
+
+
+def test_reasoning_effort_comes_from_the_response_else_the_session() -> None:
+    d = Driver()
+    assert start_of(d, text_turn(d)).plan.reasoning_effort is None
+    d.feed(ins.ResponseComplete(d.conn.last_response_id))
+    session_update(d, reasoning={"effort": "low"})
+    assert start_of(d, text_turn(d)).plan.reasoning_effort == "low"
+    d.feed(ins.ResponseComplete(d.conn.last_response_id))
+    user_text(d)
+    rid = created_id(response_create(d, reasoning={"effort": "high"}))
+    assert start_of(d, rid).plan.reasoning_effort == "high"
