@@ -24,7 +24,9 @@ Piper samples noise (VITS), so each run hears slightly different audio. Figures 
 never asserted.
 
 ``--voices`` adds askers the server never hears elsewhere (espeak-ng voices), each question after
-400 ms of room silence; the answer latencies are then printed per voice.
+400 ms of room silence; the answer latencies are then printed per voice. For each setting the
+server's own stage timings follow (end of turn -> first audio, STT final, LLM first token, TTS
+first chunk: the medians of its ``/metrics`` histograms).
 
 Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only] [--verbose]
 [--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3]``
@@ -61,6 +63,7 @@ from engines.smart_turn import SmartTurn
 from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, encode
 from realtime.cli import build_pipeline, parse_args
+from realtime.metrics import Metrics
 from realtime.server import serve_on_free_port
 
 #: sentences with a pause where a speaker may stop to think
@@ -135,13 +138,15 @@ class Outcomes(logging.Handler):
 
 
 @asynccontextmanager
-async def talking(pool: PipelinePool, speculative: bool) -> AsyncIterator[Talker]:
-    """A fresh server and a connected client whose reader runs."""
+async def talking(
+    pool: PipelinePool, speculative: bool, metrics: Metrics | None = None
+) -> AsyncIterator[Talker]:
+    """A fresh server (counting into ``metrics``) and a connected client whose reader runs."""
     settings = AppSettings(session=SessionOptions(speculative=speculative))
     async with trio.open_nursery() as nursery:
         shutdown = trio.Event()
         port = await serve_on_free_port(
-            nursery, pool, settings, shutdown=shutdown, graceful_timeout_s=10.0
+            nursery, pool, settings, shutdown=shutdown, graceful_timeout_s=10.0, metrics=metrics
         )
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
         async with trio_websocket.open_websocket_url(url) as ws:
@@ -167,10 +172,12 @@ async def answer_latencies(
     questions: list[bytes],
     turns: int,
     verbose: bool,
+    metrics: Metrics | None = None,
 ) -> list[float]:
-    """End of speech -> first audio delta received, per question."""
+    """End of speech -> first audio delta received, per question (the server's own stage
+    timings go to ``metrics``)."""
     latencies = []
-    async with talking(pool, speculative) as talker:
+    async with talking(pool, speculative, metrics) as talker:
         await configure(talker, turn_detection)
         for turn in range(turns):
             question = questions[turn % len(questions)]
@@ -252,14 +259,21 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     ]
     if args.cut_offs_only:
         settings = []
-    latencies, speculations = {}, {}
+    latencies, speculations, stages = {}, {}, {}
     for setting, speculative, turn_detection in settings:
         for voice, questions in asked.items():
             label = setting if len(asked) == 1 else f"{setting}, {voice}"
             if args.verbose:
                 print(label)
+            stages[label] = Metrics()
             latencies[label] = await answer_latencies(
-                pool, speculative, turn_detection, questions, args.turns, args.verbose
+                pool,
+                speculative,
+                turn_detection,
+                questions,
+                args.turns,
+                args.verbose,
+                stages[label],
             )
             speculations[label] = outcomes.take()
     cut = {}
@@ -279,6 +293,19 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     print("end of speech -> first audio delta (client)")
     for label, values in latencies.items():
         print(f"  {label:52s}", quantiles(values))
+    print("stages, server side, p50 ms: speech_stopped -> first audio | STT final | LLM first")
+    print("  token | TTS first chunk (a held answer's stages ran before the turn was confirmed)")
+    for label, metrics in stages.items():
+        parts = (
+            metrics.end_of_turn_to_first_audio,
+            metrics.stt_seconds,
+            metrics.llm_first_token_seconds,
+            metrics.tts_first_chunk_seconds,
+        )
+        figures = " | ".join(
+            f"{1000 * float(np.median(h.recent)):5.0f}" if h.recent else "    -" for h in parts
+        )
+        print(f"  {label:52s} {figures}")
     print("speculations")
     for label, counts in speculations.items():
         if counts or "no speculation" not in label:
