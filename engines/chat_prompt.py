@@ -143,13 +143,15 @@ def fit_context(
     ``retention_ratio`` of the limit it passed."""
     truncation = truncation or ContextTruncation()
     messages = list(messages)
-    system = [m for m in messages[:1] if m["role"] == "system"]
-    instructions = len(tokenize(system)) if system else 0
     budget = n_ctx * 3 // 4
     tokens = tokenize(messages)
     limit = budget
-    if truncation.mode == "retention_ratio" and truncation.post_instructions is not None:
-        limit = min(budget, instructions + truncation.post_instructions)
+    instructions = 0  # tokens of the system message: counted only where the ratio needs them
+    if truncation.mode == "retention_ratio":
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        instructions = len(tokenize(system)) if system else 0
+        if truncation.post_instructions is not None:
+            limit = min(budget, instructions + truncation.post_instructions)
     if len(tokens) <= limit:
         return messages, tokens
     if truncation.mode == "disabled":

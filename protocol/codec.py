@@ -227,10 +227,9 @@ def _event_id_of_oversize(frame: str) -> str | None:
         if match is None:
             continue
         try:
-            event_id = json.loads(match.group(1))
+            return _echoable_event_id({"event_id": json.loads(match.group(1))})
         except ValueError:
             return None
-        return event_id if isinstance(event_id, str) and not _has_lone_surrogate(event_id) else None
     return None
 
 

@@ -19,6 +19,7 @@ from .errors import ProtocolError
 from .items import Content, MessageItem
 from .machine_state import MachineState
 from .output import Output
+from .responses import heard_before
 
 
 class ConversationOps(MachineState):
@@ -122,14 +123,11 @@ class ConversationOps(MachineState):
         # Clients measure playback with their own clock and may overshoot the audio a little:
         # clamp to what was sent instead of failing the truncate they need after an interruption.
         end_ms = min(audio_end_ms, int(audio_ms))
-        transcript = "".join(text for start, text in segments if start < end_ms)
+        heard = heard_before(segments, end_ms)
         content = list(item.content)
-        content[content_index] = Content("output_audio", transcript=transcript)
+        content[content_index] = Content("output_audio", transcript="".join(t for _, t in heard))
         self.conversation.replace(attrs.evolve(item, content=tuple(content)))
-        self.audio_items[item_id] = (
-            float(end_ms),
-            [(start, text) for start, text in segments if start < end_ms],
-        )
+        self.audio_items[item_id] = (float(end_ms), heard)
         return ev.ConversationItemTruncated(
             item_id=item_id, content_index=content_index, audio_end_ms=end_ms
         )

@@ -79,15 +79,12 @@ class MachineState(abc.ABC):
     def transcription_options(self) -> TranscriptionOptions:
         """What the session asks its input transcriptions for now."""
         transcription = self.session.transcription or {}
-        noise = self.session.wire["audio"]["input"].get("noise_reduction")
         return TranscriptionOptions(
             language=transcription.get("language"),
             prompt=transcription.get("prompt"),
             logprobs=self.session.include_logprobs,
             keywords=tuple(transcription.get("keywords") or ()),
-            noise_reduction=None
-            if noise is None
-            else (noise.get("type", "near_field"), float(noise.get("strength", 1.0))),
+            noise_reduction=self.session.noise_reduction,
         )
 
     @property

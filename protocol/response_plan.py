@@ -23,11 +23,10 @@ def plan_response(session: SessionConfig, params: ev.ResponseParams) -> Response
         voice=params.voice or session.voice,
         speed=session.speed,
         output_format=params.output_format or session.output_format,
-        reasoning_effort=params.reasoning_effort
-        or (session.wire.get("reasoning") or {}).get("effort"),
+        reasoning_effort=params.reasoning_effort or session.reasoning_effort,
         language=(session.transcription or {}).get("language") or "en",
         parallel_tool_calls=session.parallel_tool_calls
         if params.parallel_tool_calls is None
         else params.parallel_tool_calls,
-        truncation=session.wire.get("truncation", "auto"),
+        truncation=session.truncation,
     )

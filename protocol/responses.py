@@ -23,6 +23,14 @@ from .items import Content, FunctionCallItem, Item, MessageItem
 from .session import BYTES_PER_MS
 from .states import Phase, advance
 
+#: an audio item's transcript pieces: (audio position in ms where a piece starts, the piece)
+Segments = list[tuple[float, str]]
+
+
+def heard_before(segments: Segments, end_ms: float) -> Segments:
+    """The transcript pieces a listener who stopped at ``end_ms`` heard begin."""
+    return [(start, text) for start, text in segments if start < end_ms]
+
 
 @attrs.define
 class _OpenMessage:
@@ -36,11 +44,11 @@ class _OpenMessage:
     #: truncated while streaming: heard up to this ms, nothing after it is sent
     cut_ms: float | None = None
 
-    def heard(self) -> tuple[float, list[tuple[float, str]]]:
+    def heard(self) -> tuple[float, Segments]:
         """The audio ms and transcript pieces the listener heard (all, unless cut)."""
         if self.cut_ms is None:
             return self.audio_ms, self.segments
-        return self.cut_ms, [(start, text) for start, text in self.segments if start < self.cut_ms]
+        return self.cut_ms, heard_before(self.segments, self.cut_ms)
 
 
 class ResponseRun:

@@ -206,12 +206,24 @@ class SessionConfig:
     include_logprobs: bool = False
     #: whether a response may call several functions (None: the engine's default)
     parallel_tool_calls: bool | None = None
+    #: ``reasoning.effort`` (None: the engine's own)
+    reasoning_effort: str | None = None
+    #: ``truncation``: "auto", "disabled" or a retention_ratio object
+    truncation: str | dict[str, Any] = "auto"
+    #: ``audio.input.noise_reduction``: (type, strength), None when off
+    noise_reduction: tuple[str, float] | None = None
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> SessionConfig:
         audio_in = wire["audio"]["input"]
         td = audio_in["turn_detection"]
         include_logprobs = "item.input_audio_transcription.logprobs" in (wire["include"] or ())
+        noise = audio_in.get("noise_reduction")
+        noise_reduction = (
+            None
+            if noise is None
+            else (noise.get("type", "near_field"), float(noise.get("strength", 1.0)))
+        )
         if wire["type"] == "transcription":
             return cls(
                 wire=wire,
@@ -228,6 +240,7 @@ class SessionConfig:
                 tool_choice="none",
                 max_output_tokens=None,
                 include_logprobs=include_logprobs,
+                noise_reduction=noise_reduction,
             )
         audio_out = wire["audio"]["output"]
         voice = audio_out["voice"]
@@ -248,6 +261,9 @@ class SessionConfig:
             max_output_tokens=None if mot == "inf" else int(mot),
             include_logprobs=include_logprobs,
             parallel_tool_calls=wire.get("parallel_tool_calls"),
+            reasoning_effort=(wire.get("reasoning") or {}).get("effort"),
+            truncation=wire.get("truncation", "auto"),
+            noise_reduction=noise_reduction,
         )
 
     @classmethod

@@ -25,11 +25,9 @@ from .generation import ResponseGenerator
 from .metrics import Metrics
 from .outbox import SlowClient, single_cause
 from .ports import Feed
-from .speculation import SpeculativeWork
+from .speculation import SpeculativeWork, speculation_log
 
 log = logging.getLogger("realtime.session")
-#: one debug line per speculation: used or wasted (scripts/bench_turns.py counts them)
-speculation_log = logging.getLogger("realtime.session.speculation")
 
 
 def _code(failure: BaseException) -> str:
