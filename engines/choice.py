@@ -112,6 +112,7 @@ def build_llm(args: argparse.Namespace, threads: int) -> LLM:
             "model_path": args.llm_model_path,
             "n_ctx": args.llm_n_ctx,
             "threads": threads,
+            "batch_threads": args.llm_batch_threads or args.threads or embedded.default_threads(),
             **sampling,
         }
         defaults = {**local_defaults, "temperature": EMBEDDED_LLM_TEMPERATURE}

@@ -25,9 +25,17 @@ class EmbeddedEngines(NamedTuple):
     tts: TTS
 
 
-def default_threads() -> int:
-    """Threads an engine gets when none are given: two, or the one core there is."""
-    return min(2, os.cpu_count() or 1)
+def default_threads(engine: str | None = None, cpus: int | None = None) -> int:
+    """Threads an engine gets when none are given: two, or the one core there is. On two cores
+    or fewer, Whisper (``engine="stt"``) and llama.cpp's token-by-token generation
+    (``engine="llm"``; it reads the prompt with two) get one: the engines overlap during a
+    turn and the server itself needs CPU, and there ``scripts/bench_turns.py`` measured both
+    faster with one thread than with two (Whisper's transcript ~140 ms against ~190 ms,
+    llama.cpp's first speakable words ~120 against ~160 ms after its first token)."""
+    cpus = cpus or os.cpu_count() or 1
+    if engine in ("stt", "llm") and cpus <= 2:
+        return 1
+    return min(2, cpus)
 
 
 def load_vad(**options: Any) -> VAD:
@@ -47,7 +55,8 @@ def load_stt(**options: Any) -> STT:
 
 def load_llm(**options: Any) -> LLM:
     """:class:`~engines.llama_cpp_llm.LlamaCppLLM` options: ``model_path``, ``n_ctx``,
-    ``threads``, ``temperature``, ``max_output_tokens``, ``repeat_penalty``, ``seed``."""
+    ``threads``, ``batch_threads``, ``temperature``, ``max_output_tokens``,
+    ``repeat_penalty``, ``seed``."""
     from engines.llama_cpp_llm import LlamaCppLLM
 
     return _timed("llm", LlamaCppLLM, options)
@@ -69,14 +78,19 @@ def load_embedded(
     llm: dict[str, Any] | None = None,
     tts: dict[str, Any] | None = None,
 ) -> EmbeddedEngines:
-    """All four engines. ``threads`` (default: up to 2 of the machine's cores) goes to STT, LLM
-    and TTS unless their own options set it; the VAD keeps one thread, it needs no more."""
-    threads = threads or default_threads()
+    """All four engines. ``threads`` (default: :func:`default_threads` of each) goes to STT,
+    LLM and TTS unless their own options set it; the VAD keeps one thread, it needs no more."""
     return EmbeddedEngines(
         vad=load_vad(**(vad or {})),
-        stt=load_stt(**{"threads": threads, **(stt or {})}),
-        llm=load_llm(**{"threads": threads, **(llm or {})}),
-        tts=load_tts(**{"threads": threads, **(tts or {})}),
+        stt=load_stt(**{"threads": threads or default_threads("stt"), **(stt or {})}),
+        llm=load_llm(
+            **{
+                "threads": threads or default_threads("llm"),
+                "batch_threads": threads or default_threads(),
+                **(llm or {}),
+            }
+        ),
+        tts=load_tts(**{"threads": threads or default_threads("tts"), **(tts or {})}),
     )
 
 

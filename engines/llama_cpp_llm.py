@@ -92,7 +92,10 @@ class LlamaCppLLM:
     types. None (the default) means yes, except on CPUs with AMX: llama.cpp's AMX matrix
     multiplication crashes (SIGSEGV in ``ggml_backend_amx_mul_mat``) on models the embedded
     one is like, and without AMX the repacking is the speed-up it is meant to be (the
-    embedded SmolLM2 Q4_1 has no tensor it repacks, so it loses nothing either way)."""
+    embedded SmolLM2 Q4_1 has no tensor it repacks, so it loses nothing either way).
+
+    ``threads`` generate the answer a token at a time; ``batch_threads`` (default: as many)
+    read the prompt, a batch of tokens at once, which gains more from a second core."""
 
     busy_timeout_s = 5.0
 
@@ -102,6 +105,7 @@ class LlamaCppLLM:
         model_path: str | Path | None = None,
         n_ctx: int = 2048,
         threads: int = 2,
+        batch_threads: int | None = None,
         temperature: float = 0.8,
         max_output_tokens: int = 1024,
         repeat_penalty: float = 1.1,
@@ -127,7 +131,7 @@ class LlamaCppLLM:
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_threads=threads,
-                n_threads_batch=threads,
+                n_threads_batch=batch_threads or threads,
                 seed=seed,
                 verbose=False,
             )

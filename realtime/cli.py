@@ -48,8 +48,12 @@ WORKER_KILL_GRACE_S = 2.0
 TRANSCRIPTION_SESSIONS_PER_PIPELINE = {True: 1, False: 3}
 
 
-def _threads(args: argparse.Namespace) -> int:
-    return int(args.threads or default_threads())
+def engine_threads(args: argparse.Namespace, engine: str) -> int:
+    """CPU threads of ``engine`` ("stt", "llm", "tts"): its own flag, else ``--threads``, else
+    the embedded engines' measured default (other engines: up to two)."""
+    embedded = {"stt": args.stt == "whisper", "llm": args.llm == "llama_cpp", "tts": True}
+    default = default_threads(engine if embedded[engine] else None)
+    return int(getattr(args, f"{engine}_threads") or args.threads or default)
 
 
 def _load_vad(args: argparse.Namespace) -> VAD:
@@ -63,11 +67,10 @@ def build_pipeline(
 ) -> Pipeline:
     """One engine chain in this process; ``turn_model`` (for ``semantic_vad``) is shared by
     all of them."""
-    threads = _threads(args)
     vad = _load_vad(args)
-    stt = build_stt(args, threads)
-    llm = build_llm(args, threads)
-    tts = build_tts(args, threads)
+    stt = build_stt(args, engine_threads(args, "stt"))
+    llm = build_llm(args, engine_threads(args, "llm"))
+    tts = build_tts(args, engine_threads(args, "tts"))
     if vad.sample_rate != ENGINE_RATE or stt.sample_rate != ENGINE_RATE:
         raise SystemExit(f"the VAD and STT engines must take {ENGINE_RATE} Hz audio")
     return Pipeline(index=index, vad=vad, stt=stt, llm=llm, tts=tts, turn_model=turn_model)
@@ -78,22 +81,23 @@ def build_worker_pool(args: argparse.Namespace, transcription_sessions: int) -> 
     supervised worker process. The VAD, a few microseconds a frame, stays in this process.
     Parakeet and the turn model serve every pipeline from one worker, as they serve every
     pipeline from one loaded model in-process. Every worker loads at once, side by side."""
-    threads = _threads(args)
+    stt_threads, llm_threads, tts_threads = (engine_threads(args, e) for e in ("stt", "llm", "tts"))
     call_timeout_s = args.engine_timeout_s + WORKER_KILL_GRACE_S
 
     def worker(name: str, build: Callable[[], Any]) -> EngineWorker:
         return EngineWorker(name, build, call_timeout_s=call_timeout_s)
 
     stt_shared = (
-        worker("stt", functools.partial(build_stt, args, threads))
+        worker("stt", functools.partial(build_stt, args, stt_threads))
         if args.stt == "parakeet"
         else None
     )
     chains = [
         (
-            stt_shared or worker(f"pipeline {i} stt", functools.partial(build_stt, args, threads)),
-            worker(f"pipeline {i} llm", functools.partial(build_llm, args, threads)),
-            worker(f"pipeline {i} tts", functools.partial(build_tts, args, threads)),
+            stt_shared
+            or worker(f"pipeline {i} stt", functools.partial(build_stt, args, stt_threads)),
+            worker(f"pipeline {i} llm", functools.partial(build_llm, args, llm_threads)),
+            worker(f"pipeline {i} tts", functools.partial(build_tts, args, tts_threads)),
         )
         for i in range(args.num_pipelines)
     ]
@@ -215,6 +219,7 @@ __all__ = [
     "build_stt",
     "build_tts",
     "build_worker_pool",
+    "engine_threads",
     "main",
     "parse_args",
     "parser",

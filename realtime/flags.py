@@ -334,9 +334,16 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="remote TTS: seconds to wait for the server's next audio before the response fails",
     )
-    engines.add_argument(
-        "--threads", type=int, default=None, help="CPU threads per engine (default: up to 2)"
-    )
+    threads = {
+        "threads": "CPU threads per engine (default: up to 2; on two cores or fewer, 1 for "
+        "Whisper and for llama.cpp's token-by-token generation)",
+        "stt_threads": "CPU threads of the STT (default: --threads)",
+        "llm_threads": "CPU threads of the LLM (default: --threads)",
+        "tts_threads": "CPU threads of the TTS (default: --threads)",
+        "llm_batch_threads": "llama.cpp: threads reading the prompt (default: --threads, up to 2)",
+    }
+    for name, text in threads.items():
+        engines.add_argument(f"--{name}", type=int, help=text)
     return p
 
 

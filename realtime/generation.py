@@ -64,10 +64,17 @@ class ResponseGenerator:
         speak = "audio" in plan.output_modalities
         pieces_send, pieces_receive = trio.open_memory_channel[Any](32)
         chunker = SpeechChunker()
-        first_output = True
+        first_output = first_piece = True
         # The LLM waits while the first piece is synthesised: on two cores the two engines
         # slow each other down, and the first audio is what the user waits for.
         first_spoken = trio.Event()
+
+        async def send_piece(piece: str) -> None:
+            nonlocal first_piece
+            if first_piece:
+                first_piece = False
+                self.metrics.first_piece_seconds.observe(time.monotonic() - started)
+            await pieces_send.send(piece)
 
         async def on_llm(event: Any) -> None:
             nonlocal usage, first_output
@@ -80,12 +87,12 @@ class ResponseGenerator:
                     return
                 pieces = chunker.push(event.text)
                 for piece in pieces:
-                    await pieces_send.send(piece)
+                    await send_piece(piece)
                 if pieces:
                     await first_spoken.wait()
             elif isinstance(event, ToolCall):
                 for piece in chunker.flush():
-                    await pieces_send.send(piece)
+                    await send_piece(piece)
                 await pieces_send.send(event)
             elif isinstance(event, Usage):
                 usage = event
@@ -102,7 +109,7 @@ class ResponseGenerator:
                         buffer=1,  # so that the LLM stops at once while on_llm waits
                     )
                 for piece in chunker.flush():
-                    await pieces_send.send(piece)
+                    await send_piece(piece)
 
         async def speak_piece(text: str) -> None:
             out_format = plan.output_format

@@ -56,6 +56,7 @@ class Metrics:
     end_of_turn_to_first_audio: Histogram = attrs.Factory(Histogram)
     stt_seconds: Histogram = attrs.Factory(Histogram)
     llm_first_token_seconds: Histogram = attrs.Factory(Histogram)
+    first_piece_seconds: Histogram = attrs.Factory(Histogram)
     tts_first_chunk_seconds: Histogram = attrs.Factory(Histogram)
 
     def render(self) -> str:
@@ -99,6 +100,10 @@ class Metrics:
             "realtime_llm_first_token_seconds": (
                 "From a response's start to the language model's first output.",
                 self.llm_first_token_seconds,
+            ),
+            "realtime_first_piece_seconds": (
+                "From a response's start to its first piece of text ready for speech.",
+                self.first_piece_seconds,
             ),
             "realtime_tts_first_chunk_seconds": (
                 "From a text piece sent to TTS to its first audio.",

@@ -23,13 +23,17 @@ does). For each setting a fresh server and session:
 Piper samples noise (VITS), so each run hears slightly different audio. Figures are printed,
 never asserted.
 
-``--voices`` adds askers the server never hears elsewhere (espeak-ng voices), each question after
-400 ms of room silence; the answer latencies are then printed per voice. For each setting the
-server's own stage timings follow (end of turn -> first audio, STT final, LLM first token, TTS
-first chunk: the medians of its ``/metrics`` histograms).
+``--voices`` adds askers the server never hears elsewhere: espeak-ng voices, and ``human``,
+recordings of four real speakers that packages on PyPI and Debian ship (``human_speech.py``,
+fetched once), played with their own room tone around the speech; each question comes after
+400 ms of silence, and the answer latencies are printed per voice. For each setting the
+server's own stage timings follow (end of turn -> first audio, STT final, LLM first token,
+first piece of text ready for speech, TTS first chunk: the medians of its ``/metrics``
+histograms), and each speculation's fate with the hit rate (the share used for the answer).
 
-Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only] [--verbose]
-[--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3]``
+Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only | --no-cut-offs]
+[--settings vad200,vad500-nospec,vad500,semantic] [--verbose]
+[--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3,human]``
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import trio_websocket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import human_speech
 from bench_pipeline import QUESTIONS, Talker, quantiles
 
 from engines.base import CancelToken
@@ -82,10 +87,19 @@ SPLIT_SENTENCES = [
     ("My favourite colour is", "green."),
 ]
 BYTES_PER_S = 48_000  # 24 kHz PCM16
+#: one question as streamed (24 kHz PCM16) and where in it the speech ends (s)
+Question = tuple[bytes, float]
 SERVER_VAD_500 = {"type": "server_vad", "silence_duration_ms": 500}
 #: a window too short to speculate in: the turn ends at the first pause
 SERVER_VAD_200 = {"type": "server_vad", "silence_duration_ms": 200}
 SEMANTIC_AUTO = {"type": "semantic_vad", "eagerness": "auto"}
+#: the answer-latency settings by ``--settings`` name: label, speculation, turn detection
+SETTINGS = {
+    "vad200": ("server_vad 200 ms", True, SERVER_VAD_200),
+    "vad500-nospec": ("server_vad 500 ms, no speculation", False, SERVER_VAD_500),
+    "vad500": ("server_vad 500 ms, speculation", True, SERVER_VAD_500),
+    "semantic": ("semantic_vad auto, speculation", True, SEMANTIC_AUTO),
+}
 #: silence streamed after a split sentence: longer than the setting's longest wait
 TAIL_MS = {"server_vad": 1000, "semantic_vad": 2600}
 
@@ -105,6 +119,21 @@ def spoken(pipeline: Pipeline, text: str, voice: str = "joe") -> bytes:
     frames = audio[: len(audio) // 240 * 240].reshape(-1, 240)  # 10 ms
     loud = np.nonzero(np.sqrt((frames**2).mean(axis=1)) > 0.005)[0]
     return encode(audio[loud[0] * 240 : (loud[-1] + 1) * 240], "audio/pcm")
+
+
+def questions(pipeline: Pipeline, voice: str) -> list[Question]:
+    """What ``voice`` says, each after 400 ms of silence (an open microphone): the questions,
+    synthesised; for ``human``, the recordings of :mod:`human_speech`, each with its own room
+    tone before and after the speech (and where the speech ends)."""
+    if voice != "human":
+        asked = [silence(400) + spoken(pipeline, q, voice) for q in QUESTIONS]
+        return [(audio, len(audio) / BYTES_PER_S) for audio in asked]
+    recorded = []
+    for _, samples, rate in human_speech.clips():
+        _, end_s = human_speech.speech_span(samples, rate)
+        audio = encode(StreamingResampler(rate, 24_000)(samples), "audio/pcm")
+        recorded.append((silence(400) + audio, 0.4 + end_s))
+    return recorded
 
 
 def espeak(text: str, voice: str) -> tuple[np.ndarray, int]:
@@ -169,7 +198,7 @@ async def answer_latencies(
     pool: PipelinePool,
     speculative: bool,
     turn_detection: dict[str, Any],
-    questions: list[bytes],
+    questions: list[Question],
     turns: int,
     verbose: bool,
     metrics: Metrics | None = None,
@@ -180,9 +209,9 @@ async def answer_latencies(
     async with talking(pool, speculative, metrics) as talker:
         await configure(talker, turn_detection)
         for turn in range(turns):
-            question = questions[turn % len(questions)]
+            question, speech_end_s = questions[turn % len(questions)]
             started = await talker.stream(question)
-            end_of_speech = started + len(question) / BYTES_PER_S
+            end_of_speech = started + speech_end_s
             await talker.silence_until("response.done", started)
             audio = talker.first("response.output_audio.delta", started)
             if audio is None:
@@ -223,7 +252,8 @@ def speculation_line(counts: collections.Counter[str]) -> str:
         return "none started"
     wasted = counts["wasted"]
     return (
-        f"{started:3d} started: {counts['used']} used for the answer, "
+        f"{started:3d} started, hit rate {100 * counts['used'] / started:3.0f}%: "
+        f"{counts['used']} used for the answer, "
         f"{counts['transcript used']} for the transcript only, {wasted} wasted "
         f"({100 * wasted / started:.0f}%); {early} took the transcript started early"
     )
@@ -236,11 +266,7 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     speculation_log.setLevel(logging.DEBUG)
     speculation_log.addHandler(outcomes)
     speculation_log.propagate = False  # counted, not printed
-    #: each voice's questions, after 400 ms of room silence (an open microphone)
-    asked = {
-        voice: [silence(400) + spoken(pipeline, q, voice) for q in QUESTIONS]
-        for voice in args.voices
-    }
+    asked = {voice: questions(pipeline, voice) for voice in args.voices}
     per_take = len(SPLIT_SENTENCES)
     sentences = [
         (spoken(pipeline, first), 300 + round(300 * i / (per_take - 1)), spoken(pipeline, second))
@@ -252,13 +278,10 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     await answer_latencies(pool, True, SERVER_VAD_500, asked[args.voices[0]], 1, False)
     outcomes.take()
     settings = [
-        ("server_vad 200 ms", True, SERVER_VAD_200),
-        ("server_vad 500 ms, no speculation", False, SERVER_VAD_500),
-        ("server_vad 500 ms, speculation", True, SERVER_VAD_500),
-        ("semantic_vad auto, speculation", True, SEMANTIC_AUTO),
+        (label, speculative, turn_detection)
+        for key, (label, speculative, turn_detection) in SETTINGS.items()
+        if key in args.settings and not args.cut_offs_only
     ]
-    if args.cut_offs_only:
-        settings = []
     latencies, speculations, stages = {}, {}, {}
     for setting, speculative, turn_detection in settings:
         for voice, questions in asked.items():
@@ -278,9 +301,13 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
             speculations[label] = outcomes.take()
     cut = {}
     for label, turn_detection in (
-        ("server_vad 200 ms", SERVER_VAD_200),
-        ("server_vad 500 ms", SERVER_VAD_500),
-        ("semantic_vad auto", SEMANTIC_AUTO),
+        ()
+        if args.no_cut_offs
+        else (
+            ("server_vad 200 ms", SERVER_VAD_200),
+            ("server_vad 500 ms", SERVER_VAD_500),
+            ("semantic_vad auto", SEMANTIC_AUTO),
+        )
     ):
         cut[label] = await cut_offs(pool, turn_detection, sentences)
         speculations[f"{label}, split sentences"] = outcomes.take()
@@ -294,12 +321,14 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     for label, values in latencies.items():
         print(f"  {label:52s}", quantiles(values))
     print("stages, server side, p50 ms: speech_stopped -> first audio | STT final | LLM first")
-    print("  token | TTS first chunk (a held answer's stages ran before the turn was confirmed)")
+    print("  token | first piece of text ready for speech | TTS first chunk (a held answer's")
+    print("  stages ran before the turn was confirmed)")
     for label, metrics in stages.items():
         parts = (
             metrics.end_of_turn_to_first_audio,
             metrics.stt_seconds,
             metrics.llm_first_token_seconds,
+            metrics.first_piece_seconds,
             metrics.tts_first_chunk_seconds,
         )
         figures = " | ".join(
@@ -327,11 +356,21 @@ def main() -> None:
         "--cut-offs-only", action="store_true", help="measure the false cut-offs only"
     )
     parser.add_argument(
+        "--no-cut-offs", action="store_true", help="measure the answer latencies only"
+    )
+    parser.add_argument(
+        "--settings",
+        type=lambda text: text.split(","),
+        default=list(SETTINGS),
+        help=f"answer-latency settings to run, comma-separated, of {','.join(SETTINGS)}",
+    )
+    parser.add_argument(
         "--voices",
         type=lambda text: text.split(","),
         default=["joe"],
-        help="who asks the questions, comma-separated: joe (Piper, the server's own voice) or "
-        "espeak:<voice> (espeak-ng), e.g. joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3",
+        help="who asks the questions, comma-separated: joe (Piper, the server's own voice), "
+        "espeak:<voice> (espeak-ng) or human (recordings of four speakers, scripts/human_speech.py)"
+        ", e.g. joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3,human",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import engines.llama_cpp_llm
 import engines.mlx_llm
 import engines.parakeet_stt
 import engines.piper_tts
@@ -22,7 +23,7 @@ import engines.qwen_tts
 import engines.remote_audio
 import engines.transformers_llm
 import engines.whisper_stt
-from realtime.cli import build_llm, build_stt, build_tts, parse_args, parser
+from realtime.cli import build_llm, build_stt, build_tts, engine_threads, parse_args, parser
 
 
 class Recorded:
@@ -261,3 +262,40 @@ def test_the_server_starts_its_workers_and_stops_them_on_sigterm() -> None:
     while any(_pid_alive(w["pid"]) for w in workers.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [name for name, w in workers.items() if _pid_alive(w["pid"])]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "argv", "expected"),
+    [
+        # two cores: Whisper and llama.cpp's generation get one thread, Piper two
+        (2, [], {"stt": 1, "llm": 1, "tts": 2}),
+        (8, [], {"stt": 2, "llm": 2, "tts": 2}),
+        (1, [], {"stt": 1, "llm": 1, "tts": 1}),
+        # other engines keep up to two
+        (2, ["--stt=parakeet", "--llm=transformers"], {"stt": 2, "llm": 2, "tts": 2}),
+        (2, ["--threads=3"], {"stt": 3, "llm": 3, "tts": 3}),
+        (2, ["--threads=3", "--stt_threads=2"], {"stt": 2, "llm": 3, "tts": 3}),
+    ],
+)
+def test_engine_threads(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, argv: list[str], expected: dict[str, int]
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    args = parse_args(argv)
+    assert {engine: engine_threads(args, engine) for engine in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "batch_threads"),
+    [([], 2), (["--threads=4"], 4), (["--llm_batch_threads=3"], 3)],
+)
+def test_llama_cpp_reads_the_prompt_with_its_batch_threads(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], batch_threads: int
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(engines.llama_cpp_llm, "LlamaCppLLM", Recorded)
+    args = parse_args(argv)
+    llm = build_llm(args, engine_threads(args, "llm"))
+    assert isinstance(llm, Recorded)
+    assert llm.options["batch_threads"] == batch_threads
+    assert llm.options["threads"] == (1 if not argv or "batch" in argv[0] else 4)
