@@ -6,21 +6,38 @@ import re
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s+|\n+")
 _CLAUSE_END = re.compile(r"[,;:—]\s+")
+_WORD = re.compile(r"\S+(?=\s)")
+
+
+#: words after which the first piece is not cut: it would end on a word that leads into the
+#: next (an article, a preposition, a conjunction, an auxiliary), which sounds broken off
+_LEADING_WORDS = frozenset(
+    "a an the this that these those my your his her its our their some any no every each "
+    "of to in on at by for from with about into over under after before between through as "
+    "and or but nor so if than then when while because although though whether where which who "
+    "whom whose what is are was were be been being am do does did have has had will would can "
+    "could shall should may might must not very more most also just it's i'm there".split()
+)
 
 
 class SpeechChunker:
     """Cuts streamed LLM text into pieces worth sending to TTS as soon as they are complete.
 
     A piece ends at a sentence end; a long run without one is cut at a clause boundary. The
-    first piece is cut early (at a clause, once ``first_min_chars`` are in), because the first
-    audio is what the listener waits for.
+    first piece is cut early, because the first audio is what the listener waits for: at a
+    clause once ``first_min_chars`` are in, or else once ``first_words`` words are complete,
+    at the first word that does not lead into the next (not after "the", "of", "is"...). The
+    rest keeps sentence-long pieces, which TTS speaks with the sentence's own intonation.
     """
 
-    def __init__(self, first_min_chars: int = 12, clause_min_chars: int = 60) -> None:
+    def __init__(
+        self, first_min_chars: int = 12, clause_min_chars: int = 60, first_words: int = 4
+    ) -> None:
         self._buffer = ""
         self._first = True
         self._first_min = first_min_chars
         self._clause_min = clause_min_chars
+        self._first_words = first_words
 
     def push(self, text: str) -> list[str]:
         self._buffer += text
@@ -44,6 +61,29 @@ class SpeechChunker:
             candidates = [m.end() for m in clauses if m.end() >= min(min_chars, 8)]
             if candidates:
                 return candidates[-1] if not self._first else candidates[0]
+        if self._first and self._first_words:
+            return self._word_cut()
+        return None
+
+    def _word_cut(self) -> int | None:
+        """The end of the first piece after ``first_words`` complete words (each followed by
+        a space), at a word that does not lead into the next: not a function word ("the",
+        "of", "is"...), not a number (its unit follows), and not a capitalised word followed
+        by another (a name: "William | Shakespeare")."""
+        words = list(_WORD.finditer(self._buffer))
+        for number, word in enumerate(words, start=1):
+            text = word.group().strip("\"'()")
+            if (
+                number < self._first_words
+                or text.lower() in _LEADING_WORDS
+                or any(c.isdigit() for c in text)
+            ):
+                continue
+            if text[:1].isupper():
+                following = self._buffer[word.end() :].lstrip()
+                if not following or following[0].isupper():
+                    continue  # the next word may be the rest of a name
+            return word.end()
         return None
 
     def flush(self) -> list[str]:
