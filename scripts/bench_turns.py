@@ -284,7 +284,7 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
     ]
     latencies, speculations, stages = {}, {}, {}
     for setting, speculative, turn_detection in settings:
-        for voice, questions in asked.items():
+        for voice, asking in asked.items():
             label = setting if len(asked) == 1 else f"{setting}, {voice}"
             if args.verbose:
                 print(label)
@@ -293,12 +293,16 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
                 pool,
                 speculative,
                 turn_detection,
-                questions,
+                asking,
                 args.turns,
                 args.verbose,
                 stages[label],
             )
             speculations[label] = outcomes.take()
+        if len(asked) > 1:
+            latencies[f"{setting}, all voices"] = [
+                value for voice in asked for value in latencies[f"{setting}, {voice}"]
+            ]
     cut = {}
     for label, turn_detection in (
         ()
@@ -328,11 +332,12 @@ async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
             metrics.end_of_turn_to_first_audio,
             metrics.stt_seconds,
             metrics.llm_first_token_seconds,
-            metrics.first_piece_seconds,
+            getattr(metrics, "first_piece_seconds", None),  # (not measured before 47a26e0)
             metrics.tts_first_chunk_seconds,
         )
         figures = " | ".join(
-            f"{1000 * float(np.median(h.recent)):5.0f}" if h.recent else "    -" for h in parts
+            f"{1000 * float(np.median(h.recent)):5.0f}" if h and h.recent else "    -"
+            for h in parts
         )
         print(f"  {label:52s} {figures}")
     print("speculations")
