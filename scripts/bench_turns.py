@@ -14,7 +14,7 @@ does). For each setting a fresh server and session:
   first ``response.output_audio.delta``;
 - the speculations the server started, by what became of them: used for the answer, used for
   the transcript only, or wasted (speech resumed, or the answer had to start anew); and how many
-  took the transcript the server started 100 ms into the silence instead of their own;
+  took the transcript the server started 50 ms into the silence instead of their own;
 - false cut-offs, for server_vad 200 and 500 ms and semantic_vad auto (responses off: only the turn
   decision counts): sentences spoken in two parts with a pause of 300 to 600 ms between them
   (spread evenly), each part synthesised alone (``--takes`` Piper takes of each); a sentence
@@ -31,9 +31,12 @@ server's own stage timings follow (end of turn -> first audio, STT final, LLM fi
 first piece of text ready for speech, TTS first chunk: the medians of its ``/metrics``
 histograms), and each speculation's fate with the hit rate (the share used for the answer).
 
+``--engine-workers`` runs the STT, LLM, TTS and turn model in supervised worker processes, as
+``python -m realtime`` does by default (without it they run in this process).
+
 Usage: ``python scripts/bench_turns.py [--turns 10] [--takes 1] [--cut-offs-only | --no-cut-offs]
 [--settings vad200,vad500-nospec,vad500,semantic] [--verbose]
-[--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3,human]``
+[--voices joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3,human] [--engine-workers]``
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ from engines.base import CancelToken
 from engines.smart_turn import SmartTurn
 from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, encode
-from realtime.cli import build_pipeline, parse_args
+from realtime.cli import build_pipeline, build_worker_pool, parse_args
 from realtime.metrics import Metrics
 from realtime.server import serve_on_free_port
 
@@ -259,8 +262,8 @@ def speculation_line(counts: collections.Counter[str]) -> str:
     )
 
 
-async def run(args: argparse.Namespace, pipeline: Pipeline) -> None:
-    pool = PipelinePool([pipeline])
+async def run(args: argparse.Namespace, pool: PipelinePool) -> None:
+    pipeline = pool.pipelines[0]
     outcomes = Outcomes()
     speculation_log = logging.getLogger("realtime.session.speculation")
     speculation_log.setLevel(logging.DEBUG)
@@ -377,13 +380,29 @@ def main() -> None:
         "espeak:<voice> (espeak-ng) or human (recordings of four speakers, scripts/human_speech.py)"
         ", e.g. joe,espeak:en-us,espeak:en-gb,espeak:en-us+f3,human",
     )
+    parser.add_argument(
+        "--engine-workers",
+        action="store_true",
+        help="the engines in worker processes, as python -m realtime runs them by default",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # the engines exactly as `python -m realtime --preset embedded` builds them
-    pipeline = build_pipeline(parse_args(["--preset", "embedded"]), 0)
-    if pipeline.turn_model is None:
-        pipeline.turn_model = SmartTurn()
-    trio.run(run, args, pipeline)
+    flags = parse_args(["--preset", "embedded"])
+    if args.engine_workers:
+        pool = build_worker_pool(flags, 1)
+        if pool.pipelines[0].turn_model is None:
+            pool.close()
+            raise SystemExit("the turn model did not load in its worker")
+    else:
+        pipeline = build_pipeline(flags, 0)
+        if pipeline.turn_model is None:
+            pipeline.turn_model = SmartTurn()
+        pool = PipelinePool([pipeline])
+    try:
+        trio.run(run, args, pool)
+    finally:
+        pool.close()
 
 
 if __name__ == "__main__":
