@@ -16,8 +16,15 @@ _LEADING_WORDS = frozenset(
     "of to in on at by for from with about into over under after before between through as "
     "and or but nor so if than then when while because although though whether where which who "
     "whom whose what is are was were be been being am do does did have has had will would can "
-    "could shall should may might must not very more most also just it's i'm there".split()
+    "could shall should may might must not very more most also just there "
+    "i you we they he she it's i'm i'll i'd i've you're you'll you've we're we'll we've "
+    "they're they'll he's she's that's there's what's don't doesn't didn't can't won't isn't "
+    "aren't wasn't weren't "
+    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty "
+    "hundred thousand million billion".split()
 )
+#: markup whose halves must not be split between two pieces (a link's text and its address)
+_PAIRS = (("[", "]"), ("(", ")"), ("`", "`"), ("**", "**"))
 
 
 class SpeechChunker:
@@ -72,11 +79,12 @@ class SpeechChunker:
         by another (a name: "William | Shakespeare")."""
         words = list(_WORD.finditer(self._buffer))
         for number, word in enumerate(words, start=1):
-            text = word.group().strip("\"'()")
+            text = word.group().strip("\"'()").replace("\u2019", "'")
             if (
                 number < self._first_words
                 or text.lower() in _LEADING_WORDS
                 or any(c.isdigit() for c in text)
+                or _open_markup(self._buffer[: word.end()])
             ):
                 continue
             if text[:1].isupper():
@@ -89,6 +97,17 @@ class SpeechChunker:
     def flush(self) -> list[str]:
         piece, self._buffer = self._buffer, ""
         return [piece] if piece.strip() else []
+
+
+def _open_markup(text: str) -> bool:
+    """Whether ``text`` ends inside a pair of markup: a cut there would split a link."""
+    for opening, closing in _PAIRS:
+        if opening == closing:
+            if text.count(opening) % 2:
+                return True
+        elif text.count(opening) > text.count(closing):
+            return True
+    return False
 
 
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")

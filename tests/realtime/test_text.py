@@ -81,3 +81,26 @@ def test_long_runs_are_cut_at_clauses_after_the_first_piece() -> None:
     assert got[0] == "First. "
     assert got[1] == "This sentence runs on for quite a while without ending, "
     assert "".join(got) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Well that is what I think about it. More.", "Well that is what I think"),
+        ("I think that we\u2019re going there soon.", "I think that we\u2019re going"),
+        ("It takes about ten minutes to get there.", "It takes about ten minutes"),
+        ("Yes, of course I can help you with that.", "Yes, of course I can help"),
+        (
+            "You should visit [the Eiffel Tower](https://example.org/a) today. Fine.",
+            "You should visit [the Eiffel Tower](https://example.org/a) today. ",
+        ),
+    ],
+)
+def test_the_first_piece_does_not_end_on_a_pronoun_contraction_number_word_or_in_a_link(
+    text: str, first: str
+) -> None:
+    chunker = SpeechChunker()
+    pieces = [p for word in text.split(" ") for p in chunker.push(word + " ")]
+    pieces += chunker.flush()
+    assert pieces[0] == first
+    assert "".join(pieces) == text + " "
