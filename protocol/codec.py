@@ -12,6 +12,7 @@ from typing import Any
 from . import events as ev
 from .errors import ProtocolError
 from .items import ITEM_OR_REFERENCE_SPEC, ITEM_SPEC, item_from_wire
+from .mcp_config import check_mcp_tools
 from .schema import (
     Bool,
     Enum,
@@ -24,6 +25,7 @@ from .schema import (
     fields,
     required,
 )
+from .session import check_tool_choice
 from .session_spec import (
     AUDIO_FORMAT_SPEC,
     FUNCTION_TOOL_SPEC,
@@ -148,6 +150,9 @@ def _response_params(data: dict[str, Any] | None) -> ev.ResponseParams:
             else item_from_wire(entry, f"response.input[{i}]")
             for i, entry in enumerate(data["input"])
         )
+    if "tools" in data:
+        check_mcp_tools(data["tools"], "response.tools")
+        check_tool_choice(data.get("tool_choice"), data["tools"], "response")
     output = data.get("audio", {}).get("output", {})
     voice = output.get("voice")
     mot = data.get("max_output_tokens")

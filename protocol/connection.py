@@ -36,6 +36,7 @@ from .conversation_ops import ConversationOps
 from .errors import IllegalTransition, ProtocolError
 from .input_buffer import MIN_COMMIT_MS, InputBufferRules
 from .items import MessageItem
+from .mcp_rules import McpRules
 from .output import Output
 from .playout import Playout
 from .response_registry import ResponseRegistry
@@ -58,7 +59,12 @@ TRANSCRIPTION_EVENTS: tuple[type[ev.ClientEvent], ...] = (
 
 
 class RealtimeConnection(
-    InputBufferRules, SpeculationRules, TranscriptionRules, ConversationOps, ResponseRegistry
+    InputBufferRules,
+    SpeculationRules,
+    TranscriptionRules,
+    ConversationOps,
+    ResponseRegistry,
+    McpRules,
 ):
     """The protocol state of one connection. Not thread-safe: one caller at a time."""
 
@@ -124,6 +130,8 @@ class RealtimeConnection(
         self.speculations_started = 0
         self.early = None
         self.early_transcriptions_started = 0
+        self.mcp_listings = {}
+        self.mcp_approvals_used = set()
 
     # --- public API --------------------------------------------------------------------------
 
@@ -132,7 +140,9 @@ class RealtimeConnection(
         if self.started:
             raise IllegalTransition("the session was already started")
         self.started = True
-        return Output([ev.SessionCreated(session=self.session.to_wire())])
+        out = Output([ev.SessionCreated(session=self.session.to_wire())])
+        self._list_mcp_servers(self.session.mcp_servers, out, retry_failed=False)
+        return out
 
     def receive_frame(self, frame: str | bytes) -> Output:
         """One WebSocket frame from the client."""
@@ -196,6 +206,10 @@ class RealtimeConnection(
                     # the user is still speaking: the new settings apply to this turn's end
                     self.turns = attrs.evolve(previous, config=self.turns.config)
         out.events.append(ev.SessionUpdated(session=self.session.to_wire()))
+        if self.session.type == "realtime":
+            retry = "tools" in event.session
+            self._list_mcp_servers(self.session.mcp_servers, out, retry_failed=retry)
+            self._close_unused_mcp_servers(out)
 
     _CLIENT_HANDLERS: dict[type, Callable[[Any, Any, Output], None]] = {
         ev.SessionUpdate: _on_session_update,
@@ -227,6 +241,9 @@ class RealtimeConnection(
         ins.PlayoutStarted: ResponseRegistry._on_playout_started,
         ins.PlayoutStopped: ResponseRegistry._on_playout_stopped,
         ins.PlayoutCleared: ResponseRegistry._on_playout_cleared,
+        ins.McpToolsListed: McpRules._on_mcp_tools_listed,
+        ins.McpToolsListFailed: McpRules._on_mcp_tools_list_failed,
+        ins.McpCallDone: McpRules._on_mcp_call_done,
     }
 
 

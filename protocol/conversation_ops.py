@@ -18,6 +18,7 @@ from .effects import (
 from .errors import ProtocolError
 from .items import Content, MessageItem
 from .machine_state import MachineState
+from .mcp_items import McpApprovalResponseItem
 from .output import Output
 from .responses import heard_before
 
@@ -48,11 +49,15 @@ class ConversationOps(MachineState):
             item = attrs.evolve(
                 item, content=tuple(attrs.evolve(c, audio=None) for c in item.content)
             )
+        if isinstance(item, McpApprovalResponseItem):
+            self._check_approval(item)
         previous = self.conversation.insert(item, event.previous_item_id)
         out.events += [
             ev.ConversationItemAdded(previous_item_id=previous, item=item),
             ev.ConversationItemDone(previous_item_id=previous, item=item),
         ]
+        if isinstance(item, McpApprovalResponseItem):
+            self._answer_approval(out)
         if decoded:
             self.pending_transcripts.add(item.id)
             out.effects.append(

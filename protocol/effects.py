@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from .items import Content, Item, MessageItem
+from .mcp_config import McpFunction, McpServerConfig
 
 
 @attrs.frozen
@@ -110,6 +111,14 @@ class ResponsePlan:
     parallel_tool_calls: bool | None = None
     #: the session's ``truncation``: "auto", "disabled" or a retention_ratio object
     truncation: str | dict[str, Any] = "auto"
+    #: the remote MCP servers of its tools (``tools`` holds the function tools alone)
+    mcp_servers: tuple[McpServerConfig, ...] = ()
+    #: their listed tools as the model is offered them (set when the response starts)
+    mcp_functions: tuple[McpFunction, ...] = ()
+
+    def mcp_function(self, name: str) -> McpFunction | None:
+        """The MCP tool the model calls as function ``name``, if it is one."""
+        return next((f for f in self.mcp_functions if f.function_name == name), None)
 
 
 @attrs.frozen
@@ -119,6 +128,46 @@ class StartResponse:
     #: the speculation whose held output stands for this response: replay it and continue its
     #: stream instead of starting the engines anew (if it failed or is gone, start anew)
     speculation_id: str | None = None
+    #: False: the response first makes the MCP calls the client approved (``CallMcpTool``
+    #: effects beside this one) and runs the model on ``ContinueResponse``
+    run_model: bool = True
+
+
+@attrs.frozen
+class ListMcpTools:
+    """Connect to an MCP server and list its tools for the ``mcp_list_tools`` item
+    ``item_id`` (answered by ``McpToolsListed`` or ``McpToolsListFailed``)."""
+
+    item_id: str
+    server: McpServerConfig
+
+
+@attrs.frozen
+class CloseMcpServer:
+    """No tool of the session names this server any more: close its connection."""
+
+    key: str
+
+
+@attrs.frozen
+class CallMcpTool:
+    """Call tool ``name`` of ``server`` for the response's ``mcp_call`` item ``item_id``,
+    inside the response's work (its cancel abandons the call); answered by ``McpCallDone``."""
+
+    response_id: str
+    item_id: str
+    server: McpServerConfig
+    name: str
+    arguments: str
+
+
+@attrs.frozen
+class ContinueResponse:
+    """The response's MCP calls answered: run the model again with ``plan`` (the context now
+    holds the calls and their outputs), in the same response."""
+
+    response_id: str
+    plan: ResponsePlan
 
 
 @attrs.frozen
@@ -241,4 +290,8 @@ Effect = (
     | AcceptMediaAudio
     | PlayAudio
     | ClearPlayout
+    | ListMcpTools
+    | CloseMcpServer
+    | CallMcpTool
+    | ContinueResponse
 )

@@ -461,6 +461,71 @@ class ResponseFunctionCallArgumentsDone(ServerEvent):
 
 @_server_event
 @attrs.frozen(kw_only=True)
+class McpListToolsInProgress(ServerEvent):
+    TYPE = "mcp_list_tools.in_progress"
+    item_id: str
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class McpListToolsCompleted(ServerEvent):
+    TYPE = "mcp_list_tools.completed"
+    item_id: str
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class McpListToolsFailed(ServerEvent):
+    TYPE = "mcp_list_tools.failed"
+    item_id: str
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class ResponseMcpCallArgumentsDelta(ServerEvent):
+    TYPE = "response.mcp_call_arguments.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    delta: str
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class ResponseMcpCallArgumentsDone(ServerEvent):
+    TYPE = "response.mcp_call_arguments.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    arguments: str
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class ResponseMcpCallInProgress(ServerEvent):
+    TYPE = "response.mcp_call.in_progress"
+    item_id: str
+    output_index: int
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class ResponseMcpCallCompleted(ServerEvent):
+    TYPE = "response.mcp_call.completed"
+    item_id: str
+    output_index: int
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
+class ResponseMcpCallFailed(ServerEvent):
+    TYPE = "response.mcp_call.failed"
+    item_id: str
+    output_index: int
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
 class RateLimitsUpdated(ServerEvent):
     TYPE = "rate_limits.updated"
     rate_limits: list[dict[str, Any]]

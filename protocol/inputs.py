@@ -132,6 +132,32 @@ class PlayoutCleared:
     dropped_ms: float
 
 
+@attrs.frozen
+class McpToolsListed:
+    """An MCP server listed ``tools`` for the ``mcp_list_tools`` item ``item_id`` (each as the
+    item shows it: ``name``, ``input_schema``, ``description``, ``annotations``)."""
+
+    item_id: str
+    tools: tuple[dict[str, Any], ...]
+
+
+@attrs.frozen
+class McpToolsListFailed:
+    item_id: str
+    message: str
+
+
+@attrs.frozen
+class McpCallDone:
+    """An MCP tool call ended: ``output`` (its text), or ``error`` (an ``mcp_call.error``
+    object: ``protocol_error``, ``tool_execution_error`` or ``http_error``)."""
+
+    response_id: str
+    item_id: str
+    output: str | None = None
+    error: dict[str, Any] | None = None
+
+
 EngineResult = (
     VadFrame
     | TranscriptDelta
@@ -149,4 +175,7 @@ EngineResult = (
     | PlayoutStarted
     | PlayoutStopped
     | PlayoutCleared
+    | McpToolsListed
+    | McpToolsListFailed
+    | McpCallDone
 )

@@ -1,4 +1,5 @@
-"""Conversation items: messages, function calls and their outputs, as frozen values.
+"""Conversation items: messages, function calls and their outputs (and the items of remote
+MCP servers, from ``mcp_items.py``), as frozen values.
 
 Wire names are the GA ones: user content is ``input_text`` / ``input_audio``, assistant content
 is ``output_text`` / ``output_audio`` (content *parts* of a response use ``text`` / ``audio``,
@@ -13,6 +14,7 @@ import attrs
 
 from . import ids
 from .errors import ProtocolError
+from .mcp_items import McpItem, mcp_item_from_wire, mcp_item_specs
 from .schema import (
     Enum,
     Nullable,
@@ -127,7 +129,7 @@ class FunctionCallOutputItem:
         }
 
 
-Item = MessageItem | FunctionCallItem | FunctionCallOutputItem
+Item = MessageItem | FunctionCallItem | FunctionCallOutputItem | McpItem
 
 _STATUS = Enum(("completed", "incomplete", "in_progress"))
 _ITEM_ID = Str(max_length=64)
@@ -179,6 +181,7 @@ ITEM_SPEC = Tagged(
                 ),
             }
         ),
+        **mcp_item_specs(_COMMON, _ITEM_ID),
     }
 )
 
@@ -210,6 +213,8 @@ def item_from_wire(data: dict[str, Any], path: str) -> Item:
         return FunctionCallOutputItem(
             id=item_id, call_id=data["call_id"], output=data["output"], status=status
         )
+    if kind.startswith("mcp_"):
+        return mcp_item_from_wire(data, item_id)
     role = data["role"]
     allowed = CONTENT_TYPES_BY_ROLE[role]
     content = []

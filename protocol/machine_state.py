@@ -2,8 +2,8 @@
 
 :class:`~protocol.connection.RealtimeConnection` is built from rooms, one module per protocol
 concept: ``input_buffer.py`` (the input audio buffer and turn taking), ``speculation.py``,
-``transcription.py``, ``conversation_ops.py`` and ``response_registry.py``. Each room is a
-class over this one: the attributes below are the whole state of a connection (set in
+``transcription.py``, ``conversation_ops.py``, ``response_registry.py`` and ``mcp_rules.py``.
+Each room is a class over this one: the attributes below are the whole state of a connection (set in
 ``RealtimeConnection.__init__``), the properties read it, and the abstract methods are the
 operations one room asks of another (each implemented by the room named in its docstring).
 """
@@ -11,11 +11,15 @@ operations one room asks of another (each implemented by the room named in its d
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import events as ev
 from .conversation import Conversation
-from .effects import TranscriptionOptions
+from .effects import ResponsePlan, TranscriptionOptions
+from .items import Item
+from .mcp_config import McpFunction, McpServerConfig
+from .mcp_items import McpApprovalResponseItem
 from .output import Output
 from .playout import Playout
 from .responses import ResponseRun
@@ -24,6 +28,7 @@ from .states import InputState
 from .turns import SpeechPause, TurnDetector
 
 if TYPE_CHECKING:
+    from .mcp_rules import McpListing
     from .speculation import EarlyTranscription, Speculation
 
 
@@ -75,6 +80,11 @@ class MachineState(abc.ABC):
     #: the turn's early transcription, until a speculation takes it or it is dropped
     early: EarlyTranscription | None
     early_transcriptions_started: int
+    # --- remote MCP servers
+    #: the servers listed (or being listed), by connection key (``McpServerConfig.key``)
+    mcp_listings: dict[str, McpListing]
+    #: approval requests whose approved call a response has made
+    mcp_approvals_used: set[str]
 
     def transcription_options(self) -> TranscriptionOptions:
         """What the session asks its input transcriptions for now."""
@@ -149,3 +159,51 @@ class MachineState(abc.ABC):
     @abc.abstractmethod
     def _quiet_live_transcription(self, out: Output) -> None:
         """Hold live partials back, or let them go on (``transcription.py``)."""
+
+    @abc.abstractmethod
+    def _retire(self, run: ResponseRun, out: Output) -> None:
+        """Forget a response that ended (``response_registry.py``)."""
+
+    @abc.abstractmethod
+    def _context(self, run: ResponseRun) -> tuple[Item, ...]:
+        """The items a response's model reads (``response_registry.py``)."""
+
+    @abc.abstractmethod
+    def _list_mcp_servers(
+        self, servers: Iterable[McpServerConfig], out: Output, *, retry_failed: bool
+    ) -> None:
+        """List the tools of servers not listed yet (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _close_unused_mcp_servers(self, out: Output) -> None:
+        """Close the servers no tool names any more (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _mcp_listing_pending(self, plan: ResponsePlan) -> bool:
+        """Whether a server of ``plan`` is still being listed (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _mcp_functions(self, plan: ResponsePlan) -> tuple[McpFunction, ...]:
+        """The listed tools of ``plan``'s servers, named for the model (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _mcp_tool_call(
+        self, run: ResponseRun, function: McpFunction, arguments: str, out: Output
+    ) -> None:
+        """The model called an MCP tool (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _continue_or_complete(self, run: ResponseRun, truncated: bool, out: Output) -> None:
+        """After a model round or a call ended (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _approved_calls(self, run: ResponseRun, context: tuple[Item, ...], out: Output) -> int:
+        """Start the approved calls no response has made yet (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _check_approval(self, item: McpApprovalResponseItem) -> None:
+        """Refuse an approval that answers no open request (``mcp_rules.py``)."""
+
+    @abc.abstractmethod
+    def _answer_approval(self, out: Output) -> None:
+        """Respond to an approval the client answered (``mcp_rules.py``)."""

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from . import events as ev
 from .effects import ResponsePlan
+from .mcp_config import function_tools, mcp_servers
 from .session import SessionConfig
 
 
 def plan_response(session: SessionConfig, params: ev.ResponseParams) -> ResponsePlan:
-    """What a response with ``params`` will run with (its context is set when it starts)."""
+    """What a response with ``params`` will run with (its context and the tools of its MCP
+    servers are set when it starts)."""
     mot = params.max_output_tokens
+    tools = session.tools if params.tools is None else params.tools
     return ResponsePlan(
         instructions=session.instructions if params.instructions is None else params.instructions,
         context=(),
-        tools=session.tools if params.tools is None else params.tools,
+        tools=function_tools(tools),
+        mcp_servers=mcp_servers(tools),
         tool_choice=session.tool_choice if params.tool_choice is None else params.tool_choice,
         output_modalities=params.output_modalities or session.output_modalities,
         max_output_tokens=session.max_output_tokens

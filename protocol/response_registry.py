@@ -15,6 +15,7 @@ from . import ids
 from . import inputs as ins
 from .effects import (
     CancelResponse,
+    CancelSpeculation,
     ClearPlayout,
     PlayAudio,
     StartResponse,
@@ -85,6 +86,7 @@ class ResponseRegistry(MachineState):
             speculation.response_id = run.id
             self.speculation = speculation
         out.events += run.created()
+        self._list_mcp_servers(plan.mcp_servers, out, retry_failed=False)
         self._start_ready_responses(out)
 
     def _context(self, run: ResponseRun) -> tuple[Item, ...]:
@@ -101,9 +103,25 @@ class ResponseRegistry(MachineState):
             context = self._context(run)
             if any(item.id in self.pending_transcripts for item in context):
                 continue
+            if self._mcp_listing_pending(run.plan):
+                continue
             run.start()
-            run.plan = attrs.evolve(run.plan, context=context)
-            out.effects.append(StartResponse(run.id, run.plan, self._held_response(run, out)))
+            run.plan = attrs.evolve(
+                run.plan, context=context, mcp_functions=self._mcp_functions(run.plan)
+            )
+            held = self._held_response(run, out)
+            calls = Output()
+            if self._approved_calls(run, context, calls):
+                # the approved calls come first; the model runs once they have answered
+                if held is not None:
+                    out.effects.append(CancelSpeculation(held))
+                out.effects.append(StartResponse(run.id, run.plan, None, run_model=False))
+                out.events += calls.events
+                out.effects += calls.effects
+                self._continue_or_complete(run, False, out)  # if none is left to wait for
+                continue
+            run.model_started()
+            out.effects.append(StartResponse(run.id, run.plan, held))
 
     def _on_response_cancel(self, event: ev.ResponseCancel, out: Output) -> None:
         response_id = event.response_id or self.default_response_id
@@ -133,6 +151,8 @@ class ResponseRegistry(MachineState):
 
     def _retire(self, run: ResponseRun, out: Output) -> None:
         del self.responses[run.id]
+        if run.plan.mcp_servers:
+            self._close_unused_mcp_servers(out)
         if self.playout is not None:
             out.events += self.playout.response_finished(run.id)
         if self.speculation is not None and self.speculation.response_id == run.id:
@@ -202,14 +222,17 @@ class ResponseRegistry(MachineState):
             isinstance(item, FunctionCallItem) for item in run.output
         ):
             return stale(result)  # one call per response: an engine's second call is dropped
+        function = run.plan.mcp_function(result.name)
+        if function is not None:
+            return self._mcp_tool_call(run, function, result.arguments, out)
         out.events += run.tool_call(result.call_id, result.name, result.arguments)
 
     def _on_response_complete(self, result: ins.ResponseComplete, out: Output) -> None:
         run = self._run_for(result.response_id)
         if run is None:
             return stale(result)
-        out.events += run.complete(result.input_tokens, result.output_tokens, result.truncated)
-        self._retire(run, out)
+        run.model_ended(result.input_tokens, result.output_tokens)
+        self._continue_or_complete(run, result.truncated, out)
 
     def _on_response_failed(self, result: ins.ResponseFailed, out: Output) -> None:
         run = self.responses.get(result.response_id)

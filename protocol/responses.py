@@ -20,6 +20,7 @@ from .conversation import Conversation
 from .effects import ResponsePlan
 from .errors import IllegalTransition
 from .items import Content, FunctionCallItem, Item, MessageItem
+from .mcp_output import McpOutput
 from .session import BYTES_PER_MS
 from .states import Phase, advance
 
@@ -51,8 +52,9 @@ class _OpenMessage:
         return self.cut_ms, heard_before(self.segments, self.cut_ms)
 
 
-class ResponseRun:
-    """A response from ``response.created`` to ``response.done``."""
+class ResponseRun(McpOutput):
+    """A response from ``response.created`` to ``response.done`` (its MCP output and model
+    rounds: :class:`~protocol.mcp_output.McpOutput`)."""
 
     def __init__(
         self,
@@ -80,6 +82,11 @@ class ResponseRun:
         self.extra_items = extra_items or {}
         #: finished audio items: item id -> (audio ms sent, transcript segments), for truncation
         self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
+        self.mcp_in_flight: dict[str, int] = {}
+        self.model_running = False
+        self.rounds = 0
+        self.tokens = (0, 0)
+        self.results_unseen = 0
 
     # --- transitions -------------------------------------------------------------------------
 
@@ -322,10 +329,10 @@ class ResponseRun:
 
     # --- endings -----------------------------------------------------------------------------
 
-    def complete(
-        self, input_tokens: int, output_tokens: int, truncated: bool
-    ) -> list[ev.ServerEvent]:
+    def complete(self, truncated: bool) -> list[ev.ServerEvent]:
+        """The last model round ended (its tokens counted by ``model_ended``)."""
         self._go("complete")
+        input_tokens, output_tokens = self.tokens
         if truncated:
             out = self._close_message("incomplete")
             details = {"type": "incomplete", "reason": "max_output_tokens"}
@@ -337,11 +344,13 @@ class ResponseRun:
     def cancel(self, reason: str) -> list[ev.ServerEvent]:
         self._go("cancel")
         out = self._close_message("incomplete")
+        out += self.abandon_mcp_calls("The response was cancelled before the tool answered.")
         return out + self._done("cancelled", {"type": "cancelled", "reason": reason}, 0, 0)
 
     def fail(self, code: str, message: str) -> list[ev.ServerEvent]:
         self._go("fail")
         out = self._close_message("incomplete")
+        out += self.abandon_mcp_calls("The response failed before the tool answered.")
         details = {
             "type": "failed",
             "error": {"type": "server_error", "code": code, "message": message},

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from .errors import ProtocolError
+from .mcp_config import McpServerConfig, check_mcp_tools, mcp_servers, without_secrets
 from .session_spec import (
     DEFAULT_INSTRUCTIONS,
     NOISE_REDUCTION_DEFAULTS,
@@ -277,7 +278,13 @@ class SessionConfig:
         return cls.from_wire(default_transcription_session(session_id, expires_at))
 
     def to_wire(self) -> dict[str, Any]:
-        return copy.deepcopy(self.wire)
+        """The session object as the client is shown it (MCP credentials left out)."""
+        return copy.deepcopy(without_secrets(self.wire))
+
+    @property
+    def mcp_servers(self) -> tuple[McpServerConfig, ...]:
+        """The remote MCP servers its ``type: "mcp"`` tools name."""
+        return mcp_servers(self.tools)
 
     def updated(self, patch: dict[str, Any], *, voice_locked: bool) -> SessionConfig:
         """The session after a schema-checked ``session.update`` payload, or ProtocolError."""
@@ -310,5 +317,22 @@ class SessionConfig:
                 "Tracing cannot be modified once it is enabled for a session.",
                 "session.tracing",
             )
+        if "tools" in patch:
+            check_mcp_tools(patch["tools"], "session.tools")
         merged = _fill_defaults(deep_merge(self.wire, patch), patch)
+        check_tool_choice(merged.get("tool_choice"), merged.get("tools", ()), "session")
         return SessionConfig.from_wire(merged)
+
+
+def check_tool_choice(choice: Any, tools: Any, where: str) -> None:
+    """A ``tool_choice`` that forces an MCP server's tools must name one of ``tools``."""
+    if not isinstance(choice, dict) or choice.get("type") != "mcp":
+        return
+    labels = [t.get("server_label") for t in tools or () if t.get("type") == "mcp"]
+    if choice["server_label"] not in labels:
+        raise ProtocolError(
+            "invalid_value",
+            f"tool_choice names the MCP server '{choice['server_label']}', which is not among "
+            "the tools.",
+            f"{where}.tool_choice.server_label",
+        )

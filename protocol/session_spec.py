@@ -12,6 +12,7 @@ from .schema import (
     Enum,
     Int,
     ListOf,
+    MapOf,
     Nullable,
     Num,
     Obj,
@@ -78,6 +79,18 @@ VOICE_SPEC = ByKind(
     "a string or an object",
 )
 
+_MCP_TOOL_FILTER = Obj(fields(tool_names=ListOf(Str()), read_only=Bool()))
+_ALLOWED_TOOLS = ByKind({list: ListOf(Str()), dict: _MCP_TOOL_FILTER}, "an array or an object")
+_REQUIRE_APPROVAL = ByKind(
+    {
+        str: Enum(("always", "never")),
+        dict: Obj(fields(always=_MCP_TOOL_FILTER, never=_MCP_TOOL_FILTER)),
+    },
+    "'always', 'never' or an object",
+)
+
+#: a function, or a remote MCP server whose tools the server lists and calls itself
+#: (``mcp_config.check_mcp_tools`` adds the rules a schema cannot say)
 FUNCTION_TOOL_SPEC = Tagged(
     {
         "function": Obj(
@@ -88,6 +101,22 @@ FUNCTION_TOOL_SPEC = Tagged(
                 parameters=AnyJSON(),
             )
         ),
+        "mcp": Obj(
+            fields(
+                type=required(Enum(("mcp",))),
+                server_label=required(Str(max_length=64)),
+                server_url=Str(max_length=2048),
+                connector_id=Str(),
+                tunnel_id=Str(),
+                authorization=Str(max_length=8192),
+                headers=Nullable(MapOf(Str(max_length=8192), max_items=64)),
+                server_description=Str(),
+                allowed_tools=Nullable(_ALLOWED_TOOLS),
+                require_approval=Nullable(_REQUIRE_APPROVAL),
+                defer_loading=Bool(),
+                allowed_callers=Nullable(ListOf(Enum(("direct", "programmatic")))),
+            )
+        ),
     },
     default="function",
 )
@@ -96,7 +125,16 @@ TOOL_CHOICE_SPEC = ByKind(
     {
         str: Enum(("none", "auto", "required")),
         dict: Tagged(
-            {"function": Obj(fields(type=required(Enum(("function",))), name=required(Str())))}
+            {
+                "function": Obj(fields(type=required(Enum(("function",))), name=required(Str()))),
+                "mcp": Obj(
+                    fields(
+                        type=required(Enum(("mcp",))),
+                        server_label=required(Str()),
+                        name=Nullable(Str()),
+                    )
+                ),
+            }
         ),
     },
     "a string or an object",

@@ -211,11 +211,7 @@ class SpeculationRules(MachineState):
             start_ms=start,
             end_ms=pause.audio_end_ms,
             transcription=options,
-            plan=attrs.evolve(
-                plan_response(self.session, ev.ResponseParams()), context=tuple(self.conversation)
-            )
-            if answers
-            else None,
+            plan=self._speculative_plan() if answers else None,
             early_id=early.id if early is not None and takes_early else None,
         )
         self.speculation = Speculation(request)
@@ -230,6 +226,13 @@ class SpeculationRules(MachineState):
         if self.speculation is None or self.speculation.id != result.speculation_id:
             return stale(result)
         self.speculation.transcript = result.transcript
+
+    def _speculative_plan(self) -> ResponsePlan:
+        """The plan the turn's response would start with now (it stands if nothing changes)."""
+        plan = plan_response(self.session, ev.ResponseParams())
+        return attrs.evolve(
+            plan, context=tuple(self.conversation), mcp_functions=self._mcp_functions(plan)
+        )
 
     def _held_response(self, run: ResponseRun, out: Output) -> str | None:
         """The speculation whose held response stands for ``run``, which starts now."""

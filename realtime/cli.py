@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             speculative=args.speculative,
             send_timeout_s=args.send_timeout_s,
             engine_timeout_s=args.engine_timeout_s,
+            mcp_connect_timeout_s=args.mcp_connect_timeout_s,
+            mcp_call_timeout_s=args.mcp_call_timeout_s,
         ),
     )
     try:

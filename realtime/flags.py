@@ -1,5 +1,8 @@
 """The command line of ``python -m realtime``: every flag, the presets that fill the engine
-flags, and the session and call settings the flags make."""
+flags, and the session and call settings the flags make.
+
+Longer than 400 lines because it is one flat list of declarations: every flag with its help,
+grouped as ``--help`` shows them, reads best in one place."""
 
 from __future__ import annotations
 
@@ -134,6 +137,20 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="an engine that produces nothing for this long fails the response",
+    )
+    server.add_argument(
+        "--mcp_connect_timeout_s",
+        type=float,
+        default=10.0,
+        help="a remote MCP server (a session's type 'mcp' tool) must connect and list its "
+        "tools within this time, else the listing fails (mcp_list_tools.failed)",
+    )
+    server.add_argument(
+        "--mcp_call_timeout_s",
+        type=float,
+        default=30.0,
+        help="one MCP tool call that takes longer fails (response.mcp_call.failed) and the "
+        "model is told",
     )
     server.add_argument(
         "--webrtc_host_addresses",

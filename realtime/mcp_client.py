@@ -18,6 +18,7 @@ session's task, and cancelling that task's scope (barge-in, ``response.cancel``)
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -30,43 +31,16 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from protocol.mcp_config import DEFAULT_CALL_TIMEOUT_S, McpServerConfig
+
 #: seconds to connect and finish the MCP handshake before the listing fails
 CONNECT_TIMEOUT_S = 10.0
 #: seconds a tool call may take by default
-CALL_TIMEOUT_S = 30.0
+CALL_TIMEOUT_S = DEFAULT_CALL_TIMEOUT_S
+#: pages of ``tools/list`` read before a listing counts as endless
+MAX_PAGES = 100
 
 ErrorKind = Literal["http_error", "protocol_error", "tool_execution_error"]
-
-
-@attrs.frozen
-class ToolFilter:
-    """OpenAI's ``MCPToolFilter``: tools named in ``tool_names`` and/or, with ``read_only``,
-    those the server marks read-only (``readOnlyHint``). An empty filter matches every tool."""
-
-    tool_names: tuple[str, ...] | None = None
-    read_only: bool | None = None
-
-    def matches(self, tool: McpTool) -> bool:
-        if self.tool_names is not None and tool.name not in self.tool_names:
-            return False
-        return self.read_only is None or tool.read_only == self.read_only
-
-
-@attrs.frozen
-class McpServerConfig:
-    """How to reach one MCP server; ``headers`` and ``authorization`` are secrets."""
-
-    label: str
-    url: str
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
-    authorization: str | None = attrs.field(default=None, repr=False)
-    allowed_tools: ToolFilter | None = None
-
-    def request_headers(self) -> dict[str, str]:
-        headers = dict(self.headers)
-        if self.authorization:
-            headers["Authorization"] = f"Bearer {self.authorization}"
-        return headers
 
 
 @attrs.frozen
@@ -111,12 +85,14 @@ class McpServer:
     def __init__(self, config: McpServerConfig, client: Client, statuses: list[int]) -> None:
         self.config = config
         self._client = client
-        self._statuses = statuses  #: HTTP statuses >= 400 seen, newest last
+        self._statuses = statuses  #: HTTP statuses >= 400 of POSTs seen, newest last
+        self._listed: set[str] | None = None  #: the allowed tools, once listed
 
     async def list_tools(self) -> list[McpTool]:
         """Every tool the server lists (every page), less those ``allowed_tools`` leaves out."""
         tools: list[McpTool] = []
         cursor: str | None = None
+        seen: set[str] = set()
         while True:
             page = await self._request(lambda cursor=cursor: self._client.list_tools(cursor=cursor))
             for tool in page.tools:
@@ -129,14 +105,24 @@ class McpServer:
             cursor = page.next_cursor
             if cursor is None:
                 break
+            if cursor in seen or len(seen) >= MAX_PAGES:
+                raise McpFailure("protocol_error", "the MCP server's tool list never ends", -32603)
+            seen.add(cursor)
         allowed = self.config.allowed_tools
-        return [t for t in tools if allowed is None or allowed.matches(t)]
+        listed = [t for t in tools if allowed is None or allowed.matches(t.name, t.read_only)]
+        self._listed = {t.name for t in listed}
+        return listed
 
     async def call(self, name: str, arguments: str, timeout_s: float = CALL_TIMEOUT_S) -> str:
         """Call tool ``name`` with ``arguments`` (JSON object text); its output as text.
 
-        Raises :class:`McpFailure`; arguments that are not a JSON object are a
-        ``protocol_error`` before anything is sent."""
+        Raises :class:`McpFailure`; arguments that are not a JSON object, and a tool that
+        ``allowed_tools`` left out of the listing, are a ``protocol_error`` before anything is
+        sent."""
+        if self._listed is not None and name not in self._listed:
+            raise McpFailure(
+                "protocol_error", f"no tool {name!r} is allowed on this server", -32602
+            )
         try:
             parsed = json.loads(arguments) if arguments.strip() else {}
         except ValueError as exc:
@@ -215,7 +201,17 @@ def _connect_failure(exc: BaseException, statuses: list[int]) -> McpFailure:
             return McpFailure(
                 "protocol_error", f"no MCP handshake in {CONNECT_TIMEOUT_S:g} s", -32001
             )
-    return McpFailure("protocol_error", f"cannot connect to the MCP server ({leaves[0]!r})", -32000)
+    reason = type(leaves[0]).__name__
+    return McpFailure("protocol_error", f"cannot connect to the MCP server ({reason})", -32000)
+
+
+def _check_headers(config: McpServerConfig) -> dict[str, str]:
+    """The request headers, or a failure naming (only) the header that can't be sent."""
+    headers = config.request_headers()
+    for key, value in headers.items():
+        if not (key + value).isascii() or any(c in key + value for c in "\r\n\0"):
+            raise McpFailure("protocol_error", f"the header {key!r} is not plain ASCII", -32602)
+    return headers
 
 
 @asynccontextmanager
@@ -224,7 +220,9 @@ async def open_mcp_server(
 ) -> AsyncIterator[McpServer]:
     """Connect to ``config``'s server (Streamable HTTP, else SSE) for the ``async with`` block.
 
-    Raises :class:`McpFailure` when neither transport gets through the handshake."""
+    Raises :class:`McpFailure` when neither transport gets through the handshake within
+    ``connect_timeout_s``; what the block raises comes out as it was raised."""
+    headers = _check_headers(config)
     sse_first = config.url.rstrip("/").endswith("/sse")
     transports = ("sse", "http") if sse_first else ("http", "sse")
     failure: McpFailure | None = None
@@ -232,40 +230,65 @@ async def open_mcp_server(
         statuses: list[int] = []
 
         async def note_status(response: httpx2.Response, statuses: list[int] = statuses) -> None:
-            if response.status_code >= 400:
+            # requests are POSTs; the GET stream and the closing DELETE may fail harmlessly
+            if response.status_code >= 400 and response.request.method == "POST":
                 statuses.append(response.status_code)
 
-        http = httpx2.AsyncClient(
-            headers=config.request_headers(),
-            timeout=httpx2.Timeout(connect_timeout_s, read=max(CALL_TIMEOUT_S, 300.0)),
-            event_hooks={"response": [note_status]},
+        def client_factory(**kwargs: Any) -> httpx2.AsyncClient:
+            kwargs["event_hooks"] = {"response": [note_status]}
+            return httpx2.AsyncClient(**kwargs)
+
+        http = client_factory(
+            headers=headers,
+            # each request's own timeout is the SDK's; reads of the event stream may idle
+            timeout=httpx2.Timeout(connect_timeout_s, read=None),
             follow_redirects=True,
         )
-        entered = False
+        entered, raised = False, None
         try:
-            async with http:
-                stream: Any = (
-                    streamable_http_client(config.url, http_client=http)
-                    if transport == "http"
-                    else sse_client(
-                        config.url, headers=config.request_headers(), timeout=connect_timeout_s
+            with trio.CancelScope(deadline=trio.current_time() + connect_timeout_s) as connecting:
+                async with http:
+                    stream: Any = (
+                        streamable_http_client(config.url, http_client=http)
+                        if transport == "http"
+                        else sse_client(
+                            config.url,
+                            headers=headers,
+                            timeout=connect_timeout_s,
+                            sse_read_timeout=86_400.0,  # an idle event stream is no failure
+                            httpx_client_factory=client_factory,
+                        )
                     )
-                )
-                # the handshake is bounded by the client's read timeout and httpx's timeouts
-                async with Client(
-                    stream, read_timeout_seconds=connect_timeout_s, cache=None
-                ) as client:
-                    entered = True
-                    yield McpServer(config, client, statuses)
-            return
+                    async with Client(
+                        stream, read_timeout_seconds=connect_timeout_s, cache=None
+                    ) as client:
+                        connecting.deadline, entered = math.inf, True
+                        try:
+                            yield McpServer(config, client, statuses)
+                        except BaseException as exc:
+                            raised = exc
+                            raise
+            if entered:
+                return
+            attempt = McpFailure(
+                "protocol_error", f"no MCP handshake in {connect_timeout_s:g} s", -32001
+            )
         except BaseException as exc:
+            if raised is not None and all(leaf is raised for leaf in _leaves(exc)):
+                raise raised from None  # the block's own exception, out of the SDK's groups
             if entered or any(
                 isinstance(leaf, trio.Cancelled | KeyboardInterrupt | SystemExit)
                 for leaf in _leaves(exc)
             ):
                 raise
-            failure = failure or _connect_failure(exc, statuses)
-            if failure.kind == "http_error" and failure.code in (401, 403):
-                break  # the other transport would be refused the same way
+            attempt = _connect_failure(exc, statuses)
+        if failure is None or (failure.kind == "http_error" and failure.code in _NOT_HERE):
+            failure = attempt
+        if failure.kind == "http_error" and failure.code in (401, 403):
+            break  # the other transport would be refused the same way
     assert failure is not None
     raise failure
+
+
+#: HTTP statuses that say "not this transport here": the other transport's failure says more
+_NOT_HERE = (404, 405, 406, 415)

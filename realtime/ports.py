@@ -60,3 +60,6 @@ class SessionOptions:
     outbox_high_water: int = 512  #: events queued for the client before producers wait
     send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
     engine_timeout_s: float = 30.0
+    #: an MCP server's connect (and tool listing) and one MCP tool call are bounded by these
+    mcp_connect_timeout_s: float = 10.0
+    mcp_call_timeout_s: float = 30.0

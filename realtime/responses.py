@@ -6,6 +6,11 @@ speculation holds for it (its held results replayed under the response's id, the
 as the still-running work produces them). Its results go to the machine as they come; an
 engine failure ends it as ``failed`` (``response.done``, then ``error``), and the session
 goes on.
+
+A response that called MCP tools goes on in the same task once the model has finished: the
+machine's ``CallMcpTool`` effects for it are made (together, each result fed back as it
+comes), then its ``ContinueResponse`` runs the model again, until the machine asks for nothing
+more. So a cancel stops the calls and the rounds with the rest of the response.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import attrs
 import trio
 
 from engines.base import CancelToken, EngineError, EngineFailed
+from protocol import effects as fx
 from protocol import inputs as ins
 from protocol.effects import ResponsePlan
 
 from .generation import ResponseGenerator
+from .mcp_session import McpConnections
 from .metrics import Metrics
 from .outbox import SlowClient, single_cause
 from .ports import Feed
@@ -40,13 +47,22 @@ class ResponseTasks:
     """The running responses of one session."""
 
     def __init__(
-        self, session_id: str, metrics: Metrics, generator: ResponseGenerator, feed: Feed
+        self,
+        session_id: str,
+        metrics: Metrics,
+        generator: ResponseGenerator,
+        feed: Feed,
+        mcp: McpConnections,
     ) -> None:
         self.session_id = session_id
         self.metrics = metrics
         self.generator = generator
         self.feed = feed
+        self.mcp = mcp
         self._running: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
+        #: what the machine asked of a running response after its model round: MCP calls to
+        #: make, then the plan of its next round
+        self._mail: dict[str, list[fx.CallMcpTool | fx.ContinueResponse]] = {}
         self._ended = trio.lowlevel.ParkingLot()  # a response task's entry went
         #: when the VAD last ended a user turn; the next response's first audio measures from it
         self._turn_ended_at: float | None = None
@@ -58,13 +74,14 @@ class ResponseTasks:
     def start(
         self,
         nursery: trio.Nursery,
-        response_id: str,
-        plan: ResponsePlan,
+        effect: fx.StartResponse,
         speculation: SpeculativeWork | None,
     ) -> None:
         """Start the response's task; from ``speculation``'s held work when that is still
         usable (it failed: the engines start anew)."""
         self.metrics.turns += 1
+        response_id = effect.response_id
+        self._mail[response_id] = []
         if speculation is not None and speculation.usable:
             speculation_log.debug("session %s: %s used", self.session_id, speculation.id)
             scope = trio.CancelScope()
@@ -73,7 +90,14 @@ class ResponseTasks:
             return
         scope, token = trio.CancelScope(), CancelToken()
         self._running[response_id] = (scope, token)
+        plan = effect.plan if effect.run_model else None
         nursery.start_soon(self._response_task, response_id, plan, scope, token)
+
+    def deliver(self, effect: fx.CallMcpTool | fx.ContinueResponse) -> None:
+        """A call to make or a round to run, for the response's task once its model is done."""
+        mail = self._mail.get(effect.response_id)
+        if mail is not None:
+            mail.append(effect)
 
     def cancel(self, response_id: str, reason: str) -> None:
         if reason == "turn_detected":
@@ -97,17 +121,47 @@ class ResponseTasks:
 
     def _ended_now(self, response_id: str) -> None:
         self._running.pop(response_id, None)
+        self._mail.pop(response_id, None)
         self._ended.unpark_all()
 
-    async def _response_task(
-        self, response_id: str, plan: ResponsePlan, scope: trio.CancelScope, token: CancelToken
+    async def _follow_up(
+        self,
+        response_id: str,
+        token: CancelToken,
+        emit: Callable[[ins.EngineResult], Awaitable[None]],
     ) -> None:
+        """The response's MCP calls and the model rounds after them, while the machine asks."""
+        while mail := self._mail.get(response_id):
+            self._mail[response_id] = []
+            calls = [m for m in mail if isinstance(m, fx.CallMcpTool)]
+            if calls:
+                async with trio.open_nursery() as nursery:
+                    for call in calls:
+                        nursery.start_soon(self._call_tool, call)
+                continue
+            rounds = [m for m in mail if isinstance(m, fx.ContinueResponse)]
+            await self.generator.generate(response_id, rounds[-1].plan, token, emit)
+
+    async def _call_tool(self, call: fx.CallMcpTool) -> None:
+        await self.feed(await self.mcp.call(call))
+
+    async def _response_task(
+        self,
+        response_id: str,
+        plan: ResponsePlan | None,
+        scope: trio.CancelScope,
+        token: CancelToken,
+    ) -> None:
+        """The response's model round (``plan``; None: its approved calls come first) and
+        what follows it."""
         started = time.monotonic()
         try:
             with scope:
                 try:
                     emit = self._live_output(started)
-                    await self.generator.generate(response_id, plan, token, emit)
+                    if plan is not None:
+                        await self.generator.generate(response_id, plan, token, emit)
+                    await self._follow_up(response_id, token, emit)
                 except Exception as exc:
                     cause = single_cause(exc)
                     if isinstance(cause, SlowClient):
@@ -138,6 +192,14 @@ class ResponseTasks:
                     await speculation.changed()
                 if speculation.failure is not None:
                     await self._failed(response_id, speculation.failure)
+                else:
+                    try:
+                        await self._follow_up(response_id, speculation.token, emit)
+                    except Exception as exc:
+                        cause = single_cause(exc)
+                        if isinstance(cause, SlowClient):
+                            raise cause from None
+                        await self._failed(response_id, cause)
         finally:
             speculation.cancel()
             self._ended_now(response_id)

@@ -9,7 +9,9 @@ out:
 - input audio (append, commit, clear; a call's track audio): ``input_audio.InputAudio``,
   right here in the task that fed the machine, its VAD frames fed back at once;
 - transcription (final, live, held): ``transcription.Transcriber`` and its task;
-- responses, one task each in its own cancel scope: ``responses.ResponseTasks``;
+- responses, one task each in its own cancel scope: ``responses.ResponseTasks``, with the
+  MCP calls and model rounds that follow a response's tool calls;
+- remote MCP servers (listing, connections): ``mcp_session.McpConnections``;
 - speculations and early transcripts: ``speculation.SpeculationTasks``;
 - the turn model's scores, and a WebRTC call's output audio: here.
 
@@ -35,6 +37,7 @@ from protocol import inputs as ins
 from . import audio
 from .generation import ResponseGenerator
 from .input_audio import ENGINE_RATE, InputAudio
+from .mcp_session import McpConnections
 from .metrics import Metrics
 from .outbox import Outbox, SlowClient, single_cause
 from .pool import Pipeline
@@ -97,7 +100,13 @@ class SessionRunner:
         self.transcriber = Transcriber(
             self.session_id, pipeline, options, metrics, self.timeline, self.feed
         )
-        self.responses = ResponseTasks(self.session_id, metrics, generator, self.feed)
+        self.mcp = McpConnections(
+            self.session_id,
+            self.feed,
+            connect_timeout_s=options.mcp_connect_timeout_s,
+            call_timeout_s=options.mcp_call_timeout_s,
+        )
+        self.responses = ResponseTasks(self.session_id, metrics, generator, self.feed, self.mcp)
         self.speculations = SpeculationTasks(
             self.session_id, self.transcriber, generator, self.feed
         )
@@ -115,6 +124,7 @@ class SessionRunner:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                await nursery.start(self.mcp.run)
                 await self._apply(self.conn.start())
                 nursery.start_soon(self.transcriber.run)
                 nursery.start_soon(self._shutdown_watch)
@@ -209,7 +219,13 @@ class SessionRunner:
             await self.transcriber.final(effect.item_id, samples, effect.transcription)
         elif isinstance(effect, fx.StartResponse):
             speculation = self.speculations.take_for_response(effect.speculation_id)
-            self.responses.start(nursery, effect.response_id, effect.plan, speculation)
+            self.responses.start(nursery, effect, speculation)
+        elif isinstance(effect, (fx.CallMcpTool, fx.ContinueResponse)):
+            self.responses.deliver(effect)
+        elif isinstance(effect, fx.ListMcpTools):
+            self.mcp.list_tools(effect)
+        elif isinstance(effect, fx.CloseMcpServer):
+            self.mcp.close(effect.key)
         elif isinstance(effect, fx.CancelResponse):
             self.responses.cancel(effect.response_id, effect.reason)
         elif isinstance(effect, fx.StartSpeculation):

@@ -94,16 +94,18 @@ def test_the_shell_uses_only_the_machines_public_api() -> None:
 
 
 #: what the shell may import of protocol/: the package's API, the machine's vocabulary (events,
-#: inputs, effects, items), the wire's frame limit and the session merge the call setup uses;
-#: never a room of the machine (its rules) or its state
+#: inputs, effects, items), the wire's frame limit, the session merge the call setup uses and
+#: the MCP servers' configuration values; never a room of the machine (its rules) or its state
 SHELL_MAY_IMPORT = {
     "protocol",
     "protocol.effects",
     "protocol.events",
     "protocol.inputs",
     "protocol.items",
+    "protocol.mcp_items",
     "protocol.codec",
     "protocol.session",
+    "protocol.mcp_config",
 }
 
 

@@ -81,7 +81,7 @@ def test_output_before_start_is_an_illegal_transition() -> None:
 def test_nothing_is_accepted_after_done() -> None:
     run = out_of_band_run()
     run.start()
-    run.complete(0, 0, truncated=False)
+    run.complete(truncated=False)
     assert run.is_done
     for attempt in (lambda: run.text("x"), lambda: run.cancel("x"), lambda: run.start()):
         with pytest.raises(IllegalTransition):
@@ -350,7 +350,7 @@ def test_audio_ms_counts_bytes_of_the_output_format() -> None:
     run.start()
     run.audio(b"\xff" * 800, "a")
     run.audio(b"\xff" * 800, "b")
-    run.complete(0, 0, truncated=False)
+    run.complete(truncated=False)
     (audio_ms, segments) = next(iter(run.audio_items.values()))
     assert (audio_ms, segments) == (200.0, [(0.0, "a"), (100.0, "b")])
     assert run.audio_bytes_sent == 1600

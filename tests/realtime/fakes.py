@@ -123,6 +123,48 @@ class FakeLLM:
         yield Usage(input_tokens=20, output_tokens=produced, truncated=limit < len(words))
 
 
+class ScriptedLLM:
+    """Calls the tools its ``script`` names for words of the user's last message (when they
+    are offered), then reads back what the tools returned.
+
+    ``script`` maps a word to the calls to make, ``(tool name, arguments)`` each, all in one
+    round. After tool results the answer is ``"The tools said: <result>; <result>."``."""
+
+    def __init__(self, script: dict[str, list[tuple[str, dict[str, Any]]]]) -> None:
+        self.script = script
+        self.requests: list[LLMRequest] = []
+
+    def stream(self, request: LLMRequest, cancel: CancelToken) -> Iterator[LLMEvent]:
+        self.requests.append(request)
+        messages = list(request.messages)
+        results = []
+        while messages and messages[-1].role == "tool":
+            results.insert(0, messages.pop().content)
+        offered = {t.name for t in request.tools}
+        if results:
+            text = "The tools said: " + "; ".join(results) + "."
+        else:
+            said = messages[-1].content.lower() if messages else ""
+            calls = [
+                (name, args)
+                for word, planned in self.script.items()
+                if word in said
+                for name, args in planned
+                if name in offered
+            ]
+            if calls and request.tool_choice != "none":
+                for index, (name, args) in enumerate(calls):
+                    yield ToolCall(f"call_scripted{index}", name, json.dumps(args))
+                yield Usage(input_tokens=10, output_tokens=5)
+                return
+            text = "No tool for that."
+        for index, word in enumerate(text.split(" ")):
+            if cancel.cancelled:
+                return
+            yield TextDelta(word if index == 0 else " " + word)
+        yield Usage(input_tokens=20, output_tokens=len(text.split(" ")))
+
+
 class FakeTTS:
     """A 440 Hz tone, 80 ms per word, in chunks of one word."""
 

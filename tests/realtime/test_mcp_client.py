@@ -7,7 +7,8 @@ import json
 import pytest
 import trio
 
-from realtime.mcp_client import McpFailure, McpServerConfig, ToolFilter, open_mcp_server
+from protocol.mcp_config import McpServerConfig, ToolFilter
+from realtime.mcp_client import McpFailure, open_mcp_server
 from tests import mcp_servers
 from tests.mcp_servers import free_port, serving
 
@@ -101,7 +102,7 @@ def test_headers_and_authorization_reach_the_server_and_stay_out_of_messages(
     async def body() -> None:
         with serving(transport, token=secret) as url:
             config = McpServerConfig(
-                "weather", url, headers={"X-Test": "header-value"}, authorization=secret
+                "weather", url, headers=(("X-Test", "header-value"),), authorization=secret
             )
             async with open_mcp_server(config) as server:
                 assert await server.call("add", '{"a": 1, "b": 2}') == "3"
@@ -132,5 +133,63 @@ def test_an_unreachable_server_is_a_protocol_error() -> None:
                 pass
         assert failed.value.kind == "protocol_error"
         assert "cannot reach the MCP server" in failed.value.message
+
+    trio.run(body)
+
+
+def test_what_the_block_raises_comes_out_as_raised() -> None:
+    async def body() -> None:
+        with serving() as url:
+            with pytest.raises(McpFailure) as failed:
+                async with open_mcp_server(McpServerConfig("weather", url)) as server:
+                    await server.call("broken", "{}")
+            assert failed.value.kind == "tool_execution_error"
+            with pytest.raises(KeyError):
+                async with open_mcp_server(McpServerConfig("weather", url)):
+                    raise KeyError("mine")
+
+    trio.run(body)
+
+
+def test_a_tool_the_filter_left_out_is_not_called() -> None:
+    async def body() -> None:
+        with serving() as url:
+            config = McpServerConfig("weather", url, allowed_tools=ToolFilter(read_only=True))
+            async with open_mcp_server(config) as server:
+                assert [t.name for t in await server.list_tools()] == ["forecast"]
+                calls_before = len(mcp_servers.SEEN)
+                with pytest.raises(McpFailure) as failed:
+                    await server.call("add", '{"a": 1, "b": 2}')
+                assert failed.value.kind == "protocol_error"
+                assert len(mcp_servers.SEEN) == calls_before  # nothing was sent
+
+    trio.run(body)
+
+
+def test_a_header_that_cannot_be_sent_is_named_without_its_value() -> None:
+    async def body() -> None:
+        config = McpServerConfig("x", "http://127.0.0.1:9/mcp", authorization="clé-secrète")
+        with pytest.raises(McpFailure) as failed:
+            async with open_mcp_server(config):
+                pass
+        assert "Authorization" in failed.value.message
+        assert "secr" not in failed.value.message and "secr" not in repr(failed.value)
+
+    trio.run(body)
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout() -> None:
+    async def body() -> None:
+        listener = trio.socket.socket()
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts connections (the kernel does), answers nothing
+        port = listener.getsockname()[1]
+        with pytest.raises(McpFailure) as failed:
+            async with open_mcp_server(
+                McpServerConfig("mute", f"http://127.0.0.1:{port}/mcp"), connect_timeout_s=0.5
+            ):
+                pass
+        assert failed.value.kind == "protocol_error" and failed.value.code == -32001
+        listener.close()
 
     trio.run(body)
