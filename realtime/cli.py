@@ -29,7 +29,14 @@ from engines.workers.supervisor import MissingDependencyReported
 from protocol import ProtocolError, RealtimeConnection
 
 from .endpoint import AppSettings
-from .flags import call_settings, parse_args, parser, session_defaults, transcription_defaults
+from .flags import (
+    call_settings,
+    mcp_allowed_urls,
+    parse_args,
+    parser,
+    session_defaults,
+    transcription_defaults,
+)
 from .input_audio import ENGINE_RATE
 from .pool import Pipeline, PipelinePool
 from .server import serve_until_signal
@@ -199,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             engine_timeout_s=args.engine_timeout_s,
             mcp_connect_timeout_s=args.mcp_connect_timeout_s,
             mcp_call_timeout_s=args.mcp_call_timeout_s,
+            mcp_allowed_urls=mcp_allowed_urls(args),
         ),
     )
     try:

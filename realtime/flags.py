@@ -14,6 +14,7 @@ from typing import Any
 from engines.choice import EMBEDDED_LLM_MAX_TOKENS, EMBEDDED_LLM_TEMPERATURE
 
 from .calls import CallSettings
+from .mcp_client import check_allowed_url
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -144,6 +145,15 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="a remote MCP server (a session's type 'mcp' tool) must connect and list its "
         "tools within this time, else the listing fails (mcp_list_tools.failed)",
+    )
+    server.add_argument(
+        "--mcp_allowed_urls",
+        default="*",
+        help="comma-separated URLs under which a session's MCP tools may name servers (same "
+        "scheme, host and port; the path and below), e.g. https://tools.example.com/mcp; '*' "
+        "(the default) allows any URL the server can reach, '' allows none. Sessions can make "
+        "the server send requests to the URLs allowed: restrict them on a server that "
+        "untrusted clients reach",
     )
     server.add_argument(
         "--mcp_call_timeout_s",
@@ -402,6 +412,17 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     if args.instructions:
         defaults["instructions"] = args.instructions
     return defaults
+
+
+def mcp_allowed_urls(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--mcp_allowed_urls`` checked: None for any URL."""
+    entries = [u.strip() for u in args.mcp_allowed_urls.split(",") if u.strip()]
+    if "*" in entries:
+        return None
+    try:
+        return tuple(check_allowed_url(u) for u in entries)
+    except ValueError as error:
+        raise SystemExit(f"--mcp_allowed_urls: {error}") from None
 
 
 def call_settings(args: argparse.Namespace) -> CallSettings:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -203,6 +204,45 @@ def _connect_failure(exc: BaseException, statuses: list[int]) -> McpFailure:
             )
     reason = type(leaves[0]).__name__
     return McpFailure("protocol_error", f"cannot connect to the MCP server ({reason})", -32000)
+
+
+def _origin_and_path(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of an http(s) URL, or None if it is not one."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port or default, parts.path or "/"
+
+
+def url_allowed(url: str, allowed: Sequence[str] | None) -> bool:
+    """Whether ``url`` is under one of ``allowed`` (None: any URL): the same scheme, host and
+    port, and a path at or below the pattern's (``https://tools.example/mcp`` allows
+    ``/mcp`` and ``/mcp/x``, not ``/mcpx``). The SDK follows a redirect only within the origin."""
+    if allowed is None:
+        return True
+    target = _origin_and_path(url)
+    if target is None:
+        return False
+    for pattern in allowed:
+        rule = _origin_and_path(pattern)
+        if rule is None or rule[:3] != target[:3]:
+            continue
+        prefix = rule[3].rstrip("/")
+        if target[3] == prefix or target[3].startswith(prefix + "/"):
+            return True
+    return False
+
+
+def check_allowed_url(pattern: str) -> str:
+    """A ``--mcp_allowed_urls`` entry, if it is an http(s) URL (else ValueError)."""
+    if _origin_and_path(pattern) is None:
+        raise ValueError(f"not an http:// or https:// URL: {pattern!r}")
+    return pattern
 
 
 def _check_headers(config: McpServerConfig) -> dict[str, str]:

@@ -19,7 +19,7 @@ from protocol import inputs as ins
 from protocol.effects import CallMcpTool, ListMcpTools
 from protocol.mcp_config import McpServerConfig
 
-from .mcp_client import McpFailure, McpServer, open_mcp_server
+from .mcp_client import McpFailure, McpServer, open_mcp_server, url_allowed
 from .ports import Feed
 
 log = logging.getLogger("realtime.session")
@@ -45,11 +45,14 @@ class McpConnections:
         *,
         connect_timeout_s: float,
         call_timeout_s: float,
+        allowed_urls: tuple[str, ...] | None = None,
     ) -> None:
         self.session_id = session_id
         self.feed = feed
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
+        #: the MCP server URLs the operator lets sessions reach (None: any)
+        self.allowed_urls = allowed_urls
         self._nursery: trio.Nursery | None = None
         self._open: dict[str, _Connection] = {}
 
@@ -117,6 +120,13 @@ class McpConnections:
     async def _server(self, config: McpServerConfig) -> McpServer:
         """The open connection to ``config``'s server, opened now if there is none (or the
         last one broke)."""
+        if not url_allowed(config.url, self.allowed_urls):
+            raise McpFailure(
+                "protocol_error",
+                "this server's operator does not allow MCP servers at that URL "
+                "(--mcp_allowed_urls)",
+                -32600,
+            )
         connection = self._open.get(config.key)
         if connection is None or (connection.ready.is_set() and connection.server is None):
             connection = _Connection()

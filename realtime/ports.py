@@ -63,3 +63,5 @@ class SessionOptions:
     #: an MCP server's connect (and tool listing) and one MCP tool call are bounded by these
     mcp_connect_timeout_s: float = 10.0
     mcp_call_timeout_s: float = 30.0
+    #: URL prefixes a session's MCP tools may name (None: any; empty: none)
+    mcp_allowed_urls: tuple[str, ...] | None = None

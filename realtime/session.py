@@ -105,6 +105,7 @@ class SessionRunner:
             self.feed,
             connect_timeout_s=options.mcp_connect_timeout_s,
             call_timeout_s=options.mcp_call_timeout_s,
+            allowed_urls=options.mcp_allowed_urls,
         )
         self.responses = ResponseTasks(self.session_id, metrics, generator, self.feed, self.mcp)
         self.speculations = SpeculationTasks(

@@ -24,6 +24,7 @@ import engines.remote_audio
 import engines.transformers_llm
 import engines.whisper_stt
 from realtime.cli import build_llm, build_stt, build_tts, engine_threads, parse_args, parser
+from realtime.flags import mcp_allowed_urls
 
 
 class Recorded:
@@ -61,6 +62,18 @@ def test_every_flag_is_documented() -> None:
         if action.option_strings and action.option_strings[0] != "-h" and not action.help
     ]
     assert undocumented == []
+
+
+def test_mcp_allowed_urls_any_none_or_a_list() -> None:
+    assert mcp_allowed_urls(parse_args([])) is None
+    assert mcp_allowed_urls(parse_args(["--mcp_allowed_urls", ""])) == ()
+    urls = "https://tools.example/mcp, http://10.0.0.5:8000"
+    assert mcp_allowed_urls(parse_args(["--mcp_allowed_urls", urls])) == (
+        "https://tools.example/mcp",
+        "http://10.0.0.5:8000",
+    )
+    with pytest.raises(SystemExit, match="not an http"):
+        mcp_allowed_urls(parse_args(["--mcp_allowed_urls", "tools.example"]))
 
 
 def test_production_preset_without_an_openai_key_stops_with_a_clear_message(

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from protocol.mcp_config import McpServerConfig, ToolFilter
-from realtime.mcp_client import McpFailure, open_mcp_server
+from realtime.mcp_client import McpFailure, open_mcp_server, url_allowed
 from tests import mcp_servers
 from tests.mcp_servers import free_port, serving
 
@@ -193,3 +193,25 @@ def test_a_server_that_never_answers_fails_within_the_connect_timeout() -> None:
         listener.close()
 
     trio.run(body)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://tools.example/mcp", True),
+        ("http://TOOLS.example:80/mcp/x", True),
+        ("http://tools.example/mcpx", False),
+        ("http://tools.example/other", False),
+        ("https://tools.example/mcp", False),
+        ("http://tools.example:8080/mcp", False),
+        ("http://tools.example.evil.test/mcp", False),
+        ("http://tools.example@evil.test/mcp", False),
+        ("https://any.example.org/sse", True),
+        ("ftp://tools.example/mcp", False),
+    ],
+)
+def test_the_url_policy_allows_the_origin_and_path_below(url: str, allowed: bool) -> None:
+    patterns = ("http://tools.example/mcp/", "https://any.example.org")
+    assert url_allowed(url, patterns) is allowed
+    assert url_allowed(url, None) is True
+    assert url_allowed(url, ()) is False

@@ -322,3 +322,19 @@ def test_openai_sdk_client_hears_a_spoken_answer_that_used_the_tool(
     samples = StreamingResampler(24_000, ENGINE_RATE)(decode(pcm, "audio/pcm"))
     heard = normalise(embedded.stt.transcribe(samples).text)
     assert "sunny" in heard and "oslo" in heard, heard
+
+
+def test_the_operator_limits_the_urls_sessions_may_reach() -> None:
+    with mcp_servers.serving() as allowed, mcp_servers.serving() as other:
+        with live_server(scripted_pool(), mcp_allowed_urls=(allowed,)) as server:
+
+            async def main() -> None:
+                async with session(server) as client:
+                    events = await configure(client, mcp_tool(allowed), mcp_tool(other, "other"))
+                    (error,) = [e["error"] for e in events if e["type"] == "error"]
+                    assert "other" in error["message"]
+                    assert "does not allow" in error["message"]
+                    events = await ask(client, "The forecast, please")
+                    assert text_of(events) == f"The tools said: {SUNNY}."
+
+            trio.run(main)
