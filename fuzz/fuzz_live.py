@@ -390,8 +390,15 @@ def check_errors(sent: list[tuple[Frame, str]], window: list[dict[str, Any]]) ->
     """Each bad frame got exactly one error, no frame more than one, and each error names a
     frame of the step (or none, where one of them could not carry its event_id)."""
     errors = [e for e in window if e["type"] == "error"]
-    failed = [e for e in errors if e["error"]["type"] != "invalid_request_error"]
+    # the sessions' MCP tools name a loopback port nothing listens on: their listings fail
+    failed = [
+        e
+        for e in errors
+        if e["error"]["type"] != "invalid_request_error"
+        and e["error"]["code"] != "mcp_list_tools_failed"
+    ]
     assert not failed, f"a server error with fake engines: {failed}"
+    errors = [e for e in errors if e["error"]["code"] != "mcp_list_tools_failed"]
     by_id: dict[str, int] = {}
     anonymous = 0
     for error in errors:

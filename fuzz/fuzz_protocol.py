@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from protocol import Output, encode_server_event
 from protocol import inputs as ins
-from protocol.effects import StartResponse
+from protocol.effects import CallMcpTool, ListMcpTools, StartResponse
 from protocol.session import BYTES_PER_MS
 from tests.protocol.steps import message, state_of
 from tests.support import TRACES, Driver, types
@@ -35,6 +35,12 @@ FUZZ_SETTINGS = settings(
 )
 
 TOOL = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
+MCP_URL = "http://127.0.0.1:9/mcp"
+MCP_TOOL = {"type": "mcp", "server_label": "weather", "server_url": MCP_URL}
+MCP_LISTED = (
+    {"name": "forecast", "input_schema": {"type": "object"}, "annotations": {"readOnlyHint": True}},
+    {"name": "get_time", "input_schema": {"type": "object"}},
+)
 
 SESSION_PATCHES: list[dict[str, Any]] = [
     {"instructions": "Be brief."},
@@ -64,6 +70,11 @@ SESSION_PATCHES: list[dict[str, Any]] = [
     {"audio": {"output": {"format": {"type": "audio/pcma"}, "speed": 1.2}}},
     {"tools": [TOOL], "tool_choice": "auto"},
     {"tools": []},
+    {"tools": [{**MCP_TOOL, "require_approval": "never"}]},
+    {"tools": [TOOL, MCP_TOOL]},  # approvals always (the default)
+    {"tools": [{**MCP_TOOL, "require_approval": {"never": {"read_only": True}}}]},
+    {"tools": [MCP_TOOL, {**MCP_TOOL, "server_label": "office", "server_url": MCP_URL + "2"}]},
+    {"tool_choice": {"type": "mcp", "server_label": "weather"}},
     {"tracing": "auto"},
     # refused: some always, some only in some states
     {"tracing": {"workflow_name": "other"}},
@@ -174,7 +185,9 @@ class ProtocolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def create_item(self, data: st.DataObject) -> None:
         kind = data.draw(
-            st.sampled_from(["user", "assistant", "audio", "call_output", "known_id", "speech_id"])
+            st.sampled_from(
+                ["user", "assistant", "audio", "call_output", "known_id", "speech_id", "approval"]
+            )
         )
         item: dict[str, Any]
         if kind == "audio":
@@ -190,6 +203,13 @@ class ProtocolMachine(RuleBasedStateMachine):
             item = message("user", "again", id=data.draw(st.sampled_from(self.item_ids())))
         elif kind == "speech_id":
             item = message("user", "mine", id=self.conn.speech_item_id or UNKNOWN_ID)
+        elif kind == "approval":
+            requests = [i.id for i in self.conn.conversation if i.type == "mcp_approval_request"]
+            item = {
+                "type": "mcp_approval_response",
+                "approval_request_id": draw_mostly(data, requests, [UNKNOWN_ID]),
+                "approve": data.draw(st.booleans()),
+            }
         else:
             item = message(kind, "Hello")
         event: dict[str, Any] = {"type": "conversation.item.create", "item": item}
@@ -237,6 +257,7 @@ class ProtocolMachine(RuleBasedStateMachine):
                     {"conversation": "none", "metadata": {"k": "v"}},
                     {"max_output_tokens": 5, "instructions": "Short."},
                     {"input": [{"type": "item_reference", "id": "ref"}, message("user", "x")]},
+                    {"tools": [{**MCP_TOOL, "server_label": "once", "require_approval": "never"}]},
                 ]
             )
         )
@@ -298,18 +319,26 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.d.feed(ins.TranscriptFailed(item_id, "no speech"))
 
     def engine_response_id(self, data: st.DataObject) -> tuple[str, bool]:
-        """A response the pipeline is generating (or one long gone), and whether it speaks."""
+        """A response whose model runs now (or one long gone), and whether it speaks: the
+        shell feeds a response's model output only while a round of its model runs."""
         started = self.started()
-        response_id = draw_mostly(data, list(started), self.stale_responses())
+        running = [rid for rid in started if self.conn.responses[rid].model_running]
+        response_id = draw_mostly(data, running, self.stale_responses())
         plan = started[response_id].plan if response_id in started else None
         return response_id, plan is None or "audio" in plan.output_modalities
 
-    @rule(data=st.data(), kinds=st.lists(st.sampled_from(["out", "tool"]), min_size=1, max_size=4))
+    @rule(
+        data=st.data(),
+        kinds=st.lists(st.sampled_from(["out", "tool", "mcp"]), min_size=1, max_size=4),
+    )
     def response_output(self, data: st.DataObject, kinds: list[str]) -> None:
         response_id, speaks = self.engine_response_id(data)
         for kind in kinds:
             if kind == "tool":
                 self.d.feed(ins.ToolCallOut(response_id, "call_1", "get_time", '{"tz":"UTC"}'))
+            elif kind == "mcp":
+                name = data.draw(st.sampled_from(["forecast", "weather__get_time", "office__x"]))
+                self.d.feed(ins.ToolCallOut(response_id, "call_2", name, '{"city":"Oslo"}'))
             elif speaks:
                 chunk = b"\0" * data.draw(st.sampled_from([480, 0, 960]))
                 transcript = data.draw(st.sampled_from(["Hi ", ""]))
@@ -324,6 +353,55 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.d.feed(ins.ResponseFailed(response_id, "engine crashed"))
         else:
             self.d.feed(ins.ResponseComplete(response_id, 10, 3, truncated=end == "truncated"))
+
+    @rule(data=st.data(), listed=st.booleans())
+    def mcp_listing(self, data: st.DataObject, listed: bool) -> None:
+        """An MCP server's listing ends (or one that was replaced or closed, late)."""
+        listing = [li.item_id for li in self.conn.mcp_listings.values() if li.status == "listing"]
+        ended = [e.item_id for e in self.d.effects if isinstance(e, ListMcpTools)]
+        item_id = draw_mostly(data, listing, [*ended, UNKNOWN_ID])
+        if listed:
+            self.d.feed(ins.McpToolsListed(item_id, MCP_LISTED))
+        else:
+            self.d.feed(ins.McpToolsListFailed(item_id, "connection refused"))
+
+    @rule(data=st.data(), approval=st.sampled_from(["never", "always"]))
+    def mcp_turn(self, data: st.DataObject, approval: str) -> None:
+        """A session with an MCP server, its tools listed, then a question whose answer calls
+        a tool (or asks to), when the response could start."""
+        tool = {**MCP_TOOL, "require_approval": approval}
+        self.send({"type": "session.update", "session": {"type": "realtime", "tools": [tool]}})
+        self.mcp_listing(data, listed=True)
+        before = set(self.started())
+        self.text_turn("What is the forecast?")
+        for response_id in set(self.started()) - before:
+            self.d.feed(ins.ToolCallOut(response_id, "call_3", "forecast", '{"city":"Oslo"}'))
+            if data.draw(st.booleans()):
+                self.d.feed(ins.ResponseComplete(response_id, 10, 3))
+
+    def mcp_calls(self, in_flight: bool) -> list[tuple[str, str]]:
+        """(response id, item id) of the MCP calls asked for: in flight, or all of them."""
+        return [
+            (e.response_id, e.item_id)
+            for e in self.d.effects
+            if isinstance(e, CallMcpTool)
+            and (
+                not in_flight
+                or e.item_id in getattr(self.conn.responses.get(e.response_id), "mcp_in_flight", {})
+            )
+        ]
+
+    @precondition(lambda self: bool(self.mcp_calls(in_flight=True)))
+    @rule(data=st.data(), ok=st.booleans(), late=st.booleans())
+    def mcp_call_done(self, data: st.DataObject, ok: bool, late: bool) -> None:
+        """An MCP call answers: one in flight, or (``late``) any, maybe of an ended response."""
+        calls = self.mcp_calls(in_flight=not late)
+        response_id, item_id = data.draw(st.sampled_from(calls))
+        if ok:
+            self.d.feed(ins.McpCallDone(response_id, item_id, output="Sunny"))
+        else:
+            error = {"type": "tool_execution_error", "message": "offline"}
+            self.d.feed(ins.McpCallDone(response_id, item_id, error=error))
 
     # --- invariants -------------------------------------------------------------------------
 

@@ -116,8 +116,8 @@ class McpRules(MachineState):
             ev.Error(
                 error_type="server_error",
                 code="mcp_list_tools_failed",
-                message=f"Listing the tools of MCP server '{label}' failed: {result.message} "
-                "The session goes on without its tools.",
+                message=f"Listing the tools of MCP server '{label}' failed: "
+                f"{result.message.rstrip('.')}. The session goes on without its tools.",
                 param="tools",
             ),
         ]
