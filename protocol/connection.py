@@ -132,6 +132,7 @@ class RealtimeConnection(
         self.early_transcriptions_started = 0
         self.mcp_listings = {}
         self.mcp_approvals_used = set()
+        self.mcp_requests = {}
 
     # --- public API --------------------------------------------------------------------------
 

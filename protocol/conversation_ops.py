@@ -57,7 +57,7 @@ class ConversationOps(MachineState):
             ev.ConversationItemDone(previous_item_id=previous, item=item),
         ]
         if isinstance(item, McpApprovalResponseItem):
-            self._answer_approval(out)
+            self._answer_approval(item, out)
         if decoded:
             self.pending_transcripts.add(item.id)
             out.effects.append(

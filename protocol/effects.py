@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from .items import Content, Item, MessageItem
-from .mcp_config import McpFunction, McpServerConfig
+from .mcp_config import McpFunction, McpServerConfig, tools_repr
 
 
 @attrs.frozen
@@ -97,7 +97,7 @@ class ResponsePlan:
 
     instructions: str
     context: tuple[Item, ...]
-    tools: tuple[dict[str, Any], ...]
+    tools: tuple[dict[str, Any], ...] = attrs.field(repr=tools_repr)
     tool_choice: str | dict[str, Any]
     output_modalities: tuple[str, ...]
     max_output_tokens: int | None

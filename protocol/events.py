@@ -16,6 +16,7 @@ import attrs
 
 from . import ids
 from .items import Item
+from .mcp_config import tools_repr
 
 # --- client events ---------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class ResponseParams:
     #: ``None``: the default conversation is the context; a tuple: this context instead
     input: tuple[Item | ItemReference, ...] | None = None
     instructions: str | None = None
-    tools: tuple[dict[str, Any], ...] | None = None
+    tools: tuple[dict[str, Any], ...] | None = attrs.field(default=None, repr=tools_repr)
     tool_choice: str | dict[str, Any] | None = None
     output_modalities: tuple[str, ...] | None = None
     max_output_tokens: int | Literal["inf"] | None = None
@@ -488,6 +489,9 @@ class ResponseMcpCallArgumentsDelta(ServerEvent):
     item_id: str
     output_index: int
     delta: str
+    #: OpenAI's padding against length analysis; the Agents SDK for JavaScript requires the
+    #: field on this event, so it is sent, empty (no padding)
+    obfuscation: str = ""
 
 
 @_server_event

@@ -85,6 +85,8 @@ class MachineState(abc.ABC):
     mcp_listings: dict[str, McpListing]
     #: approval requests whose approved call a response has made
     mcp_approvals_used: set[str]
+    #: the tool each approval request of the session asked to call, by request item id
+    mcp_requests: dict[str, McpFunction]
 
     def transcription_options(self) -> TranscriptionOptions:
         """What the session asks its input transcriptions for now."""
@@ -118,7 +120,12 @@ class MachineState(abc.ABC):
 
     @abc.abstractmethod
     def _create_response(
-        self, params: ev.ResponseParams, out: Output, speculation: Speculation | None = None
+        self,
+        params: ev.ResponseParams,
+        out: Output,
+        speculation: Speculation | None = None,
+        *,
+        calls_only: bool = False,
     ) -> None:
         """A new response (``response_registry.py``)."""
 
@@ -205,5 +212,5 @@ class MachineState(abc.ABC):
         """Refuse an approval that answers no open request (``mcp_rules.py``)."""
 
     @abc.abstractmethod
-    def _answer_approval(self, out: Output) -> None:
-        """Respond to an approval the client answered (``mcp_rules.py``)."""
+    def _answer_approval(self, answer: McpApprovalResponseItem, out: Output) -> None:
+        """Carry out the client's answer to an approval request (``mcp_rules.py``)."""

@@ -23,9 +23,6 @@ from .errors import ProtocolError
 
 #: seconds a tool call may take unless the server is started with another limit
 DEFAULT_CALL_TIMEOUT_S = 30.0
-#: the most tool rounds (the model calls tools, sees their results, goes on) in one response;
-#: the round after it may no longer call tools, so a response always ends
-MAX_TOOL_ROUNDS = 8
 
 _FUNCTION_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -191,6 +188,14 @@ def function_tools(tools: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], 
     return tuple(dict(t) for t in tools if t.get("type", "function") == "function")
 
 
+def tools_repr(tools: Iterable[Mapping[str, Any]] | None) -> str:
+    """A ``repr`` of a list of tools without the MCP tools' credentials (for attrs fields that
+    hold tools: a failed assertion or a log line shows no secret)."""
+    if tools is None:
+        return "None"
+    return repr(tuple(without_secrets({"tools": list(tools)})["tools"]))
+
+
 def without_secrets(session: dict[str, Any]) -> dict[str, Any]:
     """The session object as clients are shown it: MCP tools without their credentials."""
     tools = session.get("tools")
@@ -206,26 +211,37 @@ def without_secrets(session: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def _function_name(name: str) -> str:
+    return _FUNCTION_NAME.sub("_", name)[:64]
+
+
 def name_functions(
     listed: Iterable[tuple[McpServerConfig, tuple[dict[str, Any], ...]]],
     taken: Iterable[str],
 ) -> tuple[McpFunction, ...]:
     """The MCP tools of ``listed`` servers as functions. A tool keeps its own name unless a
     function tool or another server's tool has it; then it is ``<label>__<name>``. Names keep
-    to the characters function names allow."""
+    to the characters function names allow, and a name that is still taken after that gets a
+    number (``_2``, ...)."""
     entries = [(server, tool) for server, tools in listed for tool in tools]
+    used = {_function_name(name) for name in taken}
     counts: dict[str, int] = {}
-    for name in taken:
+    for name in [*used, *(_function_name(tool["name"]) for _, tool in entries)]:
         counts[name] = counts.get(name, 0) + 1
-    for _, tool in entries:
-        counts[tool["name"]] = counts.get(tool["name"], 0) + 1
     functions = []
     for server, tool in entries:
         name = tool["name"]
-        function_name = name if counts[name] == 1 else f"{server.label}__{name}"
+        function_name = _function_name(name)
+        if counts[function_name] > 1:
+            function_name = _function_name(f"{server.label}__{name}")
+        unique, suffix = function_name, 2
+        while unique in used:  # still taken (names that differ only in what was replaced)
+            unique = f"{function_name[: 60 - len(str(suffix))]}_{suffix}"
+            suffix += 1
+        used.add(unique)
         functions.append(
             McpFunction(
-                function_name=_FUNCTION_NAME.sub("_", function_name)[:64],
+                function_name=unique,
                 server=server,
                 name=name,
                 description=tool.get("description") or "",

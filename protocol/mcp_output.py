@@ -1,5 +1,5 @@
-"""A response's remote MCP output: ``mcp_call`` items and their event ladder, approval
-requests, and the model rounds a response runs while its tools answer.
+"""A response's remote MCP output: ``mcp_call`` items and their event ladder, and approval
+requests.
 
 An MCP call is an output item of the response that made it::
 
@@ -14,8 +14,10 @@ An MCP call is an output item of the response that made it::
     response.output_item.done
 
 and a call that needs the client's approval is an ``mcp_approval_request`` item instead (added
-and done at once). A response whose calls answered runs the model again, with the results, in
-the same response: ``response.done`` comes after the last round.
+and done at once); the response then waits for the client's answer, and makes the call once it
+is approved. ``response.done`` comes when the model has finished and every call of the response
+has answered, as OpenAI's server does: the model does not go on with the results in the same
+response, the client asks for that (``response.create``).
 
 The mix-in of :class:`~protocol.responses.ResponseRun`.
 """
@@ -42,14 +44,18 @@ class McpOutput(abc.ABC):
     conversation: Conversation | None
     #: mcp_call items waiting for their tool: item id -> output index
     mcp_in_flight: dict[str, int]
+    #: approval requests of this response that the client has not answered yet
+    approvals_pending: set[str]
     #: whether the model is generating (a round started and has not completed)
     model_running: bool
-    #: model rounds started so far
+    #: model rounds started so far (one, or none yet while approved calls come first)
     rounds: int
     #: tokens of the rounds that ended: (input, output)
     tokens: tuple[int, int]
-    #: calls that answered since the model last started (it has not seen their results)
-    results_unseen: int
+    #: a response the server made to carry out calls the client approved: no model round
+    calls_only: bool
+    #: a model round stopped at ``max_output_tokens``
+    truncated: bool
 
     @abc.abstractmethod
     def _go(self, trigger: str) -> None: ...
@@ -123,19 +129,28 @@ class McpOutput(abc.ABC):
     def approval_request(
         self, server_label: str, name: str, arguments: str
     ) -> list[ev.ServerEvent]:
-        """The model called a tool that needs the client's approval: ask for it."""
+        """The model called a tool that needs the client's approval: ask for it, and wait for
+        the answer."""
         self._go("output")
         out = self._close_message("completed")
         item = McpApprovalRequestItem(
             id=ids.item_id(), server_label=server_label, name=name, arguments=arguments
         )
         out += self._add_item(item)
+        self.approvals_pending.add(item.id)
         return out + self._finish_item(item, len(self.output) - 1)
+
+    def approval_requested(self, request_id: str) -> McpApprovalRequestItem | None:
+        """This response's request ``request_id``, if it still waits for its answer."""
+        if request_id not in self.approvals_pending:
+            return None
+        request = next(i for i in self.output if i.id == request_id)
+        assert isinstance(request, McpApprovalRequestItem)
+        return request
 
     def model_started(self) -> None:
         self.model_running = True
         self.rounds += 1
-        self.results_unseen = 0
 
     def model_ended(self, input_tokens: int, output_tokens: int) -> None:
         self.model_running = False

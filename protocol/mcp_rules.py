@@ -1,5 +1,4 @@
-"""Remote MCP servers: their tool listings, the calls the model makes, approvals, and the
-model rounds of a response whose tools answered.
+"""Remote MCP servers: their tool listings, the calls the model makes, and approvals.
 
 Rules of :class:`~protocol.connection.RealtimeConnection` (one of its rooms).
 
@@ -14,15 +13,20 @@ Rules of :class:`~protocol.connection.RealtimeConnection` (one of its rooms).
   server that failed offers no tools and the session goes on with the others. A server no
   tool names any more is closed (``CloseMcpServer``).
 - **Calls.** The model sees each listed tool as a function (``mcp_config.name_functions``);
-  calling one makes an ``mcp_call`` item and ``CallMcpTool``, or, when the tool needs
-  approval, an ``mcp_approval_request`` item and no call.
-- **Rounds.** When every call of a round has answered and the model has finished, the
-  response runs the model again with the results (``ContinueResponse``), at most
-  ``MAX_TOOL_ROUNDS`` rounds with tools; only then ``response.done``. A ``tool_choice`` that
-  forces a call (``required``, a named tool) holds for the first round; the next are ``auto``.
+  calling one makes an ``mcp_call`` item and ``CallMcpTool`` (the shell calls at once, while
+  the model may still be generating), or, when the tool needs approval, an
+  ``mcp_approval_request`` item and no call.
+- **The end of a response.** ``response.done`` comes once the model has finished, every call
+  has answered and every approval request of the response has been answered. The model does
+  not go on with the results in the same response: as with OpenAI's server, the client asks
+  for that with ``response.create`` (the Agents SDK for JavaScript does it by itself when an
+  ``mcp_call`` item is done).
 - **Approvals.** The client answers a request with an ``mcp_approval_response`` item
-  (``conversation.item.create``). The server then answers by itself: a new response (after
-  the active one, if any) makes the approved call first, or tells the model of the denial.
+  (``conversation.item.create``). The response that asked makes the approved call, or ends
+  with the denial (the model reads it in the next response). An approval of a request whose
+  response is gone (cancelled, or failed) is carried out by a response of its own that makes
+  only the call, or, while another response runs, by the next response, before its model. The
+  call goes to the server and tool the request named, whatever the session's tools became.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from .effects import CallMcpTool, CloseMcpServer, ContinueResponse, ListMcpTools
 from .errors import ProtocolError
 from .items import Item
 from .machine_state import MachineState
-from .mcp_config import MAX_TOOL_ROUNDS, McpFunction, McpServerConfig, name_functions
+from .mcp_config import McpFunction, McpServerConfig, name_functions
 from .mcp_items import (
     McpApprovalRequestItem,
     McpApprovalResponseItem,
@@ -89,7 +93,10 @@ class McpRules(MachineState):
         for run in self.responses.values():
             wanted |= {s.key for s in run.plan.mcp_servers}
         for key in [k for k in self.mcp_listings if k not in wanted]:
-            del self.mcp_listings[key]
+            listing = self.mcp_listings.pop(key)
+            if listing.status == "listing":  # dropped before it ended: its item ends empty
+                self._listing_done(listing, out)
+                out.events.append(ev.McpListToolsFailed(item_id=listing.item_id))
             out.effects.append(CloseMcpServer(key))
 
     def _listing_for(self, item_id: str) -> McpListing | None:
@@ -143,7 +150,7 @@ class McpRules(MachineState):
     def _mcp_functions(self, plan: ResponsePlan) -> tuple[McpFunction, ...]:
         """The listed tools of ``plan``'s servers, named for the model."""
         listed = [
-            (li.server, li.tools)
+            (s, li.tools)  # the plan's own configuration: its approval rules may be newer
             for s in plan.mcp_servers
             if (li := self.mcp_listings.get(s.key)) is not None and li.status == "listed"
         ]
@@ -158,6 +165,8 @@ class McpRules(MachineState):
         label = function.server.label
         if function.needs_approval:
             out.events += run.approval_request(label, function.name, arguments)
+            # the server and tool the approval is for, whatever the session's tools become
+            self.mcp_requests[run.output[-1].id] = function
             return
         item_id, events = run.mcp_call(label, function.name, arguments)
         out.events += events
@@ -168,31 +177,24 @@ class McpRules(MachineState):
         if run is None or result.item_id not in run.mcp_in_flight:
             return stale(result)
         out.events += run.mcp_call_done(result.item_id, result.output, result.error)
-        run.results_unseen += 1
         self._continue_or_complete(run, False, out)
 
     def _continue_or_complete(self, run: ResponseRun, truncated: bool, out: Output) -> None:
-        """After a model round or a call ended: wait for what still runs, run the model
-        again on answered calls, or end the response."""
-        if run.mcp_in_flight or run.model_running:
+        """After a model round, a call or an approval ended: wait for what is still open,
+        run the model of a response whose approved calls came first, or end the response."""
+        run.truncated = run.truncated or truncated
+        if run.mcp_in_flight or run.model_running or run.approvals_pending:
             return
-        if run.results_unseen and not truncated:
+        if run.rounds == 0 and not run.calls_only:
             context = self._context(run)
             seen = {item.id for item in context}
-            plan = attrs.evolve(
+            run.plan = attrs.evolve(
                 run.plan, context=context + tuple(i for i in run.output if i.id not in seen)
             )
-            if run.rounds >= MAX_TOOL_ROUNDS:
-                plan = attrs.evolve(plan, tool_choice="none")
-            elif plan.tool_choice not in ("auto", "none"):
-                # "required" or a named tool forces the first round only: forced on, a model
-                # would call again and again instead of answering with the results
-                plan = attrs.evolve(plan, tool_choice="auto")
-            run.plan = plan
             run.model_started()
-            out.effects.append(ContinueResponse(run.id, plan))
+            out.effects.append(ContinueResponse(run.id, run.plan))
             return
-        out.events += run.complete(truncated)
+        out.events += run.complete(run.truncated)
         self._retire(run, out)
 
     def _approved_calls(self, run: ResponseRun, context: tuple[Item, ...], out: Output) -> int:
@@ -207,34 +209,39 @@ class McpRules(MachineState):
             request = requests.get(answer.approval_request_id)
             if request is None or request.id in made or request.id in self.mcp_approvals_used:
                 continue
-            self.mcp_approvals_used.add(request.id)
-            function = next(
-                (
-                    f
-                    for f in run.plan.mcp_functions
-                    if (f.server.label, f.name) == (request.server_label, request.name)
-                ),
-                None,
-            )
-            item_id, events = run.mcp_call(
-                request.server_label, request.name, request.arguments, request.id
-            )
-            out.events += events
-            if function is None:
-                error = {
-                    "type": "protocol_error",
-                    "code": -32602,
-                    "message": f"No tool '{request.name}' of an MCP server labelled "
-                    f"'{request.server_label}' is offered any more.",
-                }
-                out.events += run.mcp_call_done(item_id, None, error)
-                run.results_unseen += 1
-            else:
-                out.effects.append(
-                    CallMcpTool(run.id, item_id, function.server, request.name, request.arguments)
-                )
+            self._call_approved(run, request, out)
             started += 1
         return started
+
+    def _call_approved(
+        self, run: ResponseRun, request: McpApprovalRequestItem, out: Output
+    ) -> None:
+        """Make the call the client approved, in ``run`` (once: the request is used up)."""
+        self.mcp_approvals_used.add(request.id)
+        function = self.mcp_requests.get(request.id) or next(
+            (
+                f
+                for f in run.plan.mcp_functions
+                if (f.server.label, f.name) == (request.server_label, request.name)
+            ),
+            None,
+        )
+        item_id, events = run.mcp_call(
+            request.server_label, request.name, request.arguments, request.id
+        )
+        out.events += events
+        if function is None:
+            error = {
+                "type": "protocol_error",
+                "code": -32602,
+                "message": f"No tool '{request.name}' of an MCP server labelled "
+                f"'{request.server_label}' is offered any more.",
+            }
+            out.events += run.mcp_call_done(item_id, None, error)
+        else:
+            out.effects.append(
+                CallMcpTool(run.id, item_id, function.server, request.name, request.arguments)
+            )
 
     # --- approvals ---------------------------------------------------------------------------
 
@@ -262,11 +269,18 @@ class McpRules(MachineState):
                 param,
             )
 
-    def _answer_approval(self, out: Output) -> None:
-        """An approval was answered: respond to it now, or after the active response."""
-        if self.session.type != "realtime":
-            return
-        if self.default_response_id is None:
-            self._create_response(ev.ResponseParams(), out)
-        else:
-            self.turn_awaiting_response = True
+    def _answer_approval(self, answer: McpApprovalResponseItem, out: Output) -> None:
+        """The client answered a request: the response that asked carries it out; an approval
+        whose response is gone gets a response of its own (after the active one, if any)."""
+        for run in self.responses.values():
+            request = run.approval_requested(answer.approval_request_id)
+            if request is not None:
+                run.approvals_pending.discard(request.id)
+                if answer.approve:
+                    self._call_approved(run, request, out)
+                self._continue_or_complete(run, False, out)
+                return
+        # while a response runs, the next one makes the call before its model
+        # (``_approved_calls``): nothing starts in the middle of what the user is doing
+        if answer.approve and self.session.type == "realtime" and self.default_response_id is None:
+            self._create_response(ev.ResponseParams(), out, calls_only=True)

@@ -50,9 +50,12 @@ class ResponseRegistry(MachineState):
         params: ev.ResponseParams,
         out: Output,
         speculation: Speculation | None = None,
+        *,
+        calls_only: bool = False,
     ) -> None:
         """A new response; ``speculation``: the one held for the turn this response answers
-        (any other held speculation is abandoned)."""
+        (any other held speculation is abandoned); ``calls_only``: it makes the MCP calls the
+        client approved, and no model round."""
         context_ids: tuple[str, ...] | None = None
         extra_items: dict[str, Item] = {}
         if params.input is not None:
@@ -77,6 +80,7 @@ class ResponseRegistry(MachineState):
             context_ids=context_ids,
             extra_items=extra_items,
         )
+        run.calls_only = calls_only
         self.responses[run.id] = run
         self.last_response_id = run.id
         self.idle_from_ms = None
@@ -111,8 +115,8 @@ class ResponseRegistry(MachineState):
             )
             held = self._held_response(run, out)
             calls = Output()
-            if self._approved_calls(run, context, calls):
-                # the approved calls come first; the model runs once they have answered
+            if self._approved_calls(run, context, calls) or run.calls_only:
+                # the approved calls come first; the model (if any) runs once they answered
                 if held is not None:
                     out.effects.append(CancelSpeculation(held))
                 out.effects.append(StartResponse(run.id, run.plan, None, run_model=False))

@@ -83,10 +83,13 @@ class ResponseRun(McpOutput):
         #: finished audio items: item id -> (audio ms sent, transcript segments), for truncation
         self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
         self.mcp_in_flight: dict[str, int] = {}
+        self.approvals_pending: set[str] = set()
         self.model_running = False
         self.rounds = 0
         self.tokens = (0, 0)
-        self.results_unseen = 0
+        self.calls_only = False
+        #: a model round stopped at ``max_output_tokens`` (the response ends ``incomplete``)
+        self.truncated = False
 
     # --- transitions -------------------------------------------------------------------------
 

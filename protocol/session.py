@@ -15,7 +15,13 @@ from typing import Any, Literal
 import attrs
 
 from .errors import ProtocolError
-from .mcp_config import McpServerConfig, check_mcp_tools, mcp_servers, without_secrets
+from .mcp_config import (
+    McpServerConfig,
+    check_mcp_tools,
+    mcp_servers,
+    tools_repr,
+    without_secrets,
+)
 from .session_spec import (
     DEFAULT_INSTRUCTIONS,
     NOISE_REDUCTION_DEFAULTS,
@@ -200,7 +206,7 @@ class SessionConfig:
     speed: float
     instructions: str
     output_modalities: tuple[str, ...]
-    tools: tuple[dict[str, Any], ...]
+    tools: tuple[dict[str, Any], ...] = attrs.field(repr=tools_repr)
     tool_choice: str | dict[str, Any]
     max_output_tokens: int | None  #: None = "inf"
 

@@ -177,6 +177,23 @@ def _status_failure(status: int) -> McpFailure:
     return McpFailure("http_error", f"the MCP server answered HTTP {status}", status)
 
 
+def reraisable(exc: BaseException) -> BaseException | None:
+    """What of ``exc`` must be raised again: its ``trio.Cancelled`` (and anything else that is
+    not an ``Exception``); None when all of it is ordinary errors. Cancelled while it connects
+    or calls, the SDK raises a group of the cancel and of its transport's errors: the cancel
+    goes on to its scope, the errors end as a failure of the server, not of the session."""
+    if isinstance(exc, Exception):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)[1]
+    return exc
+
+
+def first_failure(exc: BaseException) -> McpFailure | None:
+    """The first :class:`McpFailure` in ``exc`` (a group's leaves included)."""
+    return next((leaf for leaf in _leaves(exc) if isinstance(leaf, McpFailure)), None)
+
+
 def _leaves(exc: BaseException) -> Sequence[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]

@@ -19,7 +19,14 @@ from protocol import inputs as ins
 from protocol.effects import CallMcpTool, ListMcpTools
 from protocol.mcp_config import McpServerConfig
 
-from .mcp_client import McpFailure, McpServer, open_mcp_server, url_allowed
+from .mcp_client import (
+    McpFailure,
+    McpServer,
+    first_failure,
+    open_mcp_server,
+    reraisable,
+    url_allowed,
+)
 from .ports import Feed
 
 log = logging.getLogger("realtime.session")
@@ -79,40 +86,55 @@ class McpConnections:
         try:
             server = await self._server(effect.server)
             output = await server.call(effect.name, effect.arguments, self.call_timeout_s)
-        except McpFailure as failure:
-            log.info(
-                "session %s: MCP call %s on %s failed: %s",
-                self.session_id,
-                effect.name,
-                effect.server.label,
-                failure.message,
-            )
+        except BaseException as exc:
+            if (cancel := reraisable(exc)) is not None:
+                raise cancel from None
+            failure = first_failure(exc)
+            if failure is None:  # the SDK's streams broke under the call
+                log.warning(
+                    "session %s: MCP call %s on %s broke: %s",
+                    self.session_id,
+                    effect.name,
+                    effect.server.label,
+                    type(exc).__name__,
+                )
+                self.close(effect.server.key)
+                failure = McpFailure(
+                    "protocol_error", "the connection to the MCP server broke", -32000
+                )
+            else:
+                log.info(
+                    "session %s: MCP call %s on %s failed: %s",
+                    self.session_id,
+                    effect.name,
+                    effect.server.label,
+                    failure.message,
+                )
             return ins.McpCallDone(effect.response_id, effect.item_id, error=failure.error_json())
-        except Exception as exc:  # the SDK's streams broke under the call
-            log.warning(
-                "session %s: MCP call %s on %s broke: %s",
-                self.session_id,
-                effect.name,
-                effect.server.label,
-                type(exc).__name__,
-            )
-            self.close(effect.server.key)
-            broken = McpFailure("protocol_error", "the connection to the MCP server broke", -32000)
-            return ins.McpCallDone(effect.response_id, effect.item_id, error=broken.error_json())
         return ins.McpCallDone(effect.response_id, effect.item_id, output=output)
 
     async def _list(self, effect: ListMcpTools) -> None:
         try:
             server = await self._server(effect.server)
             tools = await server.list_tools()
-        except McpFailure as failure:
+        except BaseException as exc:
+            if (cancel := reraisable(exc)) is not None:
+                raise cancel from None
+            # an McpFailure says why; anything else is a server whose answer the SDK could
+            # not read (a tool list that fails the protocol's schema, ...)
+            failure = first_failure(exc)
+            message = (
+                failure.message
+                if failure is not None
+                else f"the MCP server's tool list could not be read ({type(exc).__name__})"
+            )
             log.info(
                 "session %s: listing MCP server %s failed: %s",
                 self.session_id,
                 effect.server.label,
-                failure.message,
+                message,
             )
-            await self.feed(ins.McpToolsListFailed(effect.item_id, failure.message))
+            await self.feed(ins.McpToolsListFailed(effect.item_id, message))
             return
         listed = tuple(tool.item_json() for tool in tools)
         await self.feed(ins.McpToolsListed(effect.item_id, listed))
@@ -142,15 +164,19 @@ class McpConnections:
     async def _hold(self, config: McpServerConfig, connection: _Connection) -> None:
         """Open the connection and keep it open until closed; a connection that fails or
         breaks is forgotten (the next call opens a new one)."""
-        with connection.scope:
-            try:
+        # closed while it connects, the SDK raises a group of the scope's Cancelled and the
+        # transport's errors: the scope takes its Cancelled out, the rest is a failure here
+        try:
+            with connection.scope:
                 async with open_mcp_server(config, self.connect_timeout_s) as server:
                     connection.server = server
                     connection.ready.set()
                     await trio.sleep(math.inf)
-            except McpFailure as failure:
-                connection.failure = failure
-            except Exception as exc:  # the SDK's transport broke under an open connection
+        except BaseException as exc:
+            if (cancel := reraisable(exc)) is not None:
+                raise cancel from None  # the session ends: so does the connection
+            connection.failure = first_failure(exc)
+            if connection.failure is None:  # the SDK's transport broke under the connection
                 log.warning(
                     "session %s: the connection to MCP server %s broke: %s",
                     self.session_id,

@@ -7,10 +7,10 @@ as the still-running work produces them). Its results go to the machine as they 
 engine failure ends it as ``failed`` (``response.done``, then ``error``), and the session
 goes on.
 
-A response that called MCP tools goes on in the same task once the model has finished: the
-machine's ``CallMcpTool`` effects for it are made (together, each result fed back as it
-comes), then its ``ContinueResponse`` runs the model again, until the machine asks for nothing
-more. So a cancel stops the calls and the rounds with the rest of the response.
+A response's MCP calls (``CallMcpTool``) run as tasks of their own, from the moment the
+machine asks, beside the model if it is still generating; a response whose approved calls come
+first runs its model on ``ContinueResponse``. Every task of a response is in the response's
+cancel scopes: a cancel stops the model, the calls and the follow-up together.
 """
 
 from __future__ import annotations
@@ -59,10 +59,9 @@ class ResponseTasks:
         self.generator = generator
         self.feed = feed
         self.mcp = mcp
-        self._running: dict[str, tuple[trio.CancelScope, CancelToken]] = {}
-        #: what the machine asked of a running response after its model round: MCP calls to
-        #: make, then the plan of its next round
-        self._mail: dict[str, list[fx.CallMcpTool | fx.ContinueResponse]] = {}
+        #: the running tasks of each response (its model, its MCP calls): their cancel scopes
+        #: and the tokens that stop their engine calls
+        self._running: dict[str, list[tuple[trio.CancelScope, CancelToken]]] = {}
         self._ended = trio.lowlevel.ParkingLot()  # a response task's entry went
         #: when the VAD last ended a user turn; the next response's first audio measures from it
         self._turn_ended_at: float | None = None
@@ -77,91 +76,89 @@ class ResponseTasks:
         effect: fx.StartResponse,
         speculation: SpeculativeWork | None,
     ) -> None:
-        """Start the response's task; from ``speculation``'s held work when that is still
-        usable (it failed: the engines start anew)."""
+        """Start the response's model task; from ``speculation``'s held work when that is
+        still usable (it failed: the engines start anew). A response whose approved calls come
+        first starts with them (``call``) and its model later (``continue_round``)."""
         self.metrics.turns += 1
         response_id = effect.response_id
-        self._mail[response_id] = []
         if speculation is not None and speculation.usable:
             speculation_log.debug("session %s: %s used", self.session_id, speculation.id)
             scope = trio.CancelScope()
-            self._running[response_id] = (scope, speculation.token)
+            self._running.setdefault(response_id, []).append((scope, speculation.token))
             nursery.start_soon(self._held_response_task, response_id, speculation, scope)
             return
-        scope, token = trio.CancelScope(), CancelToken()
-        self._running[response_id] = (scope, token)
-        plan = effect.plan if effect.run_model else None
-        nursery.start_soon(self._response_task, response_id, plan, scope, token)
+        if effect.run_model:
+            self.continue_round(nursery, fx.ContinueResponse(response_id, effect.plan))
 
-    def deliver(self, effect: fx.CallMcpTool | fx.ContinueResponse) -> None:
-        """A call to make or a round to run, for the response's task once its model is done."""
-        mail = self._mail.get(effect.response_id)
-        if mail is not None:
-            mail.append(effect)
+    def continue_round(self, nursery: trio.Nursery, effect: fx.ContinueResponse) -> None:
+        """A model round of the response, with ``effect.plan``."""
+        entry = self._track(effect.response_id)
+        nursery.start_soon(self._response_task, effect.response_id, effect.plan, entry)
+
+    def call(self, nursery: trio.Nursery, effect: fx.CallMcpTool) -> None:
+        """An MCP call of the response, made now, in a task of its own."""
+        entry = self._track(effect.response_id)
+        nursery.start_soon(self._call_task, effect, entry)
 
     def cancel(self, response_id: str, reason: str) -> None:
         if reason == "turn_detected":
             self.metrics.barge_ins += 1
         else:
             self.metrics.responses_cancelled += 1
-        entry = self._running.get(response_id)
-        if entry is not None:
-            scope, token = entry
+        for scope, token in self._running.get(response_id, ()):
             token.cancel()
             scope.cancel()
 
     def cancel_all(self) -> None:
-        for scope, token in self._running.values():
-            token.cancel()
-            scope.cancel()
+        for entries in self._running.values():
+            for scope, token in entries:
+                token.cancel()
+                scope.cancel()
 
     async def wait_all_ended(self) -> None:
         while self._running:
             await self._ended.park()
 
-    def _ended_now(self, response_id: str) -> None:
-        self._running.pop(response_id, None)
-        self._mail.pop(response_id, None)
+    def _track(self, response_id: str) -> tuple[trio.CancelScope, CancelToken]:
+        entry = (trio.CancelScope(), CancelToken())
+        self._running.setdefault(response_id, []).append(entry)
+        return entry
+
+    def _ended_now(self, response_id: str, entry: tuple[trio.CancelScope, CancelToken]) -> None:
+        entries = self._running.get(response_id, [])
+        if entry in entries:
+            entries.remove(entry)
+        if not entries:
+            self._running.pop(response_id, None)
         self._ended.unpark_all()
 
-    async def _follow_up(
-        self,
-        response_id: str,
-        token: CancelToken,
-        emit: Callable[[ins.EngineResult], Awaitable[None]],
+    async def _call_task(
+        self, effect: fx.CallMcpTool, entry: tuple[trio.CancelScope, CancelToken]
     ) -> None:
-        """The response's MCP calls and the model rounds after them, while the machine asks."""
-        while mail := self._mail.get(response_id):
-            self._mail[response_id] = []
-            calls = [m for m in mail if isinstance(m, fx.CallMcpTool)]
-            if calls:
-                async with trio.open_nursery() as nursery:
-                    for call in calls:
-                        nursery.start_soon(self._call_tool, call)
-                continue
-            rounds = [m for m in mail if isinstance(m, fx.ContinueResponse)]
-            await self.generator.generate(response_id, rounds[-1].plan, token, emit)
-
-    async def _call_tool(self, call: fx.CallMcpTool) -> None:
-        await self.feed(await self.mcp.call(call))
+        """Make the call; its answer to the machine (a cancelled call answers nothing: the
+        machine ended it when it cancelled the response)."""
+        scope, _ = entry
+        try:
+            with scope:
+                result = await self.mcp.call(effect)
+                await self.feed(result)
+        finally:
+            self._ended_now(effect.response_id, entry)
 
     async def _response_task(
         self,
         response_id: str,
-        plan: ResponsePlan | None,
-        scope: trio.CancelScope,
-        token: CancelToken,
+        plan: ResponsePlan,
+        entry: tuple[trio.CancelScope, CancelToken],
     ) -> None:
-        """The response's model round (``plan``; None: its approved calls come first) and
-        what follows it."""
+        """One model round of the response."""
+        scope, token = entry
         started = time.monotonic()
         try:
             with scope:
                 try:
                     emit = self._live_output(started)
-                    if plan is not None:
-                        await self.generator.generate(response_id, plan, token, emit)
-                    await self._follow_up(response_id, token, emit)
+                    await self.generator.generate(response_id, plan, token, emit)
                 except Exception as exc:
                     cause = single_cause(exc)
                     if isinstance(cause, SlowClient):
@@ -169,7 +166,7 @@ class ResponseTasks:
                     await self._failed(response_id, cause)
         finally:
             token.cancel()
-            self._ended_now(response_id)
+            self._ended_now(response_id, entry)
         self._log_end(response_id, started, scope, "")
 
     async def _held_response_task(
@@ -192,17 +189,9 @@ class ResponseTasks:
                     await speculation.changed()
                 if speculation.failure is not None:
                     await self._failed(response_id, speculation.failure)
-                else:
-                    try:
-                        await self._follow_up(response_id, speculation.token, emit)
-                    except Exception as exc:
-                        cause = single_cause(exc)
-                        if isinstance(cause, SlowClient):
-                            raise cause from None
-                        await self._failed(response_id, cause)
         finally:
             speculation.cancel()
-            self._ended_now(response_id)
+            self._ended_now(response_id, (scope, speculation.token))
         self._log_end(response_id, started, scope, " (started at a pause)")
 
     def _log_end(self, response_id: str, started: float, scope: trio.CancelScope, how: str) -> None:

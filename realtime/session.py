@@ -9,8 +9,8 @@ out:
 - input audio (append, commit, clear; a call's track audio): ``input_audio.InputAudio``,
   right here in the task that fed the machine, its VAD frames fed back at once;
 - transcription (final, live, held): ``transcription.Transcriber`` and its task;
-- responses, one task each in its own cancel scope: ``responses.ResponseTasks``, with the
-  MCP calls and model rounds that follow a response's tool calls;
+- responses, their model and their MCP calls in tasks under the response's cancel scopes:
+  ``responses.ResponseTasks``;
 - remote MCP servers (listing, connections): ``mcp_session.McpConnections``;
 - speculations and early transcripts: ``speculation.SpeculationTasks``;
 - the turn model's scores, and a WebRTC call's output audio: here.
@@ -221,8 +221,10 @@ class SessionRunner:
         elif isinstance(effect, fx.StartResponse):
             speculation = self.speculations.take_for_response(effect.speculation_id)
             self.responses.start(nursery, effect, speculation)
-        elif isinstance(effect, (fx.CallMcpTool, fx.ContinueResponse)):
-            self.responses.deliver(effect)
+        elif isinstance(effect, fx.CallMcpTool):
+            self.responses.call(nursery, effect)
+        elif isinstance(effect, fx.ContinueResponse):
+            self.responses.continue_round(nursery, effect)
         elif isinstance(effect, fx.ListMcpTools):
             self.mcp.list_tools(effect)
         elif isinstance(effect, fx.CloseMcpServer):

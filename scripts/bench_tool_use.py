@@ -7,9 +7,11 @@ Starts the clock MCP server and ``python -m realtime`` (by default on the embedd
 ``--server-arg`` passes flags on, e.g. ``--server-arg=--llm --server-arg=openai``) as
 subprocesses on free loopback ports. For each ``tool_choice`` and each question, a fresh
 session configures the MCP tool, asks in text (``output_modalities: ["text"]``) and reads to
-``response.done``. Printed per question and in total: whether the model called the right tool,
-whether the call succeeded (valid arguments), and whether the answer repeats what the tool
-returned (the time, or the number of days). Figures are printed, never asserted.
+``response.done``; when the model called tools, a second ``response.create`` (``tool_choice:
+"auto"``) asks for the answer, as OpenAI's clients do. Printed per question and in total:
+whether the model called the right tool, whether the call succeeded (valid arguments), and
+whether the answer repeats what the tool returned (the time, or the number of days). Figures
+are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -112,12 +114,16 @@ async def ask(url: str, mcp_url: str, tool_choice: str, question: str, tool: str
         item = {"type": "message", "role": "user", "content": content}
         await send({"type": "conversation.item.create", "item": item})
         await send({"type": "response.create"})
-        done = (await until("response.done"))["response"]
+        output = (await until("response.done"))["response"]["output"]
+        if any(o["type"] == "mcp_call" for o in output):
+            # the calls answered: ask for the answer, as OpenAI's clients do
+            await send({"type": "response.create", "response": {"tool_choice": "auto"}})
+            output += (await until("response.done"))["response"]["output"]
         seconds = time.monotonic() - started
-    calls = [o for o in done["output"] if o["type"] == "mcp_call"]
+    calls = [o for o in output if o["type"] == "mcp_call"]
     answer = " ".join(
         c.get("text") or c.get("transcript") or ""
-        for o in done["output"]
+        for o in output
         if o["type"] == "message"
         for c in o["content"]
     )

@@ -332,6 +332,9 @@ class VoiceClient:
             status = event["response"]["status"]
             if status != "completed":
                 self.console.note(f"response {status}")
+            elif any(item["type"] == "mcp_call" for item in event["response"]["output"]):
+                # the session's MCP tools answered: ask for the answer, as OpenAI's clients do
+                await self.send({"type": "response.create"})
         elif kind == "error":
             error = event["error"]
             self.console.note(f"error {error.get('code')}: {error.get('message')}")

@@ -3,6 +3,7 @@ served by uvicorn on loopback ports, in threads of the test process."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -72,16 +73,50 @@ class _Recorder:
         await self.app(scope, receive, send)
 
 
+async def unreadable_server(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that answers MCP over plain JSON responses, with a tool list that breaks
+    the protocol's schema (a tool named by a number)."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    request = json.loads(body) if scope["method"] == "POST" and body else {}
+    if "id" not in request:
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if request["method"] == "initialize":
+        result: dict[str, Any] = {
+            "protocolVersion": request["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "unreadable", "version": "1"},
+        }
+    elif request["method"] == "tools/list":
+        result = {"tools": [{"name": 5}]}
+    else:
+        result = {}
+    data = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}).encode()
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
 @contextmanager
-def serving(transport: str = "http", token: str | None = None) -> Iterator[str]:
-    """A weather server for the block; yields its URL (``.../mcp`` or ``.../sse``)."""
+def serving(transport: str = "http", token: str | None = None, app: Any = None) -> Iterator[str]:
+    """A weather server (or the ASGI ``app``) for the block; yields its URL (``.../mcp`` or
+    ``.../sse``)."""
     port = free_port()
     servers: list[uvicorn.Server] = []
+    given = app
 
     def run() -> None:
         # built in this thread: the SDK's server binds its locks to the running event loop
         mcp = weather_server()
-        app = mcp.streamable_http_app() if transport == "http" else mcp.sse_app()
+        app = given or (mcp.streamable_http_app() if transport == "http" else mcp.sse_app())
         config = uvicorn.Config(
             _Recorder(app, token), host="127.0.0.1", port=port, log_level="error"
         )

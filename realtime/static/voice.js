@@ -474,6 +474,13 @@ function handle(event) {
       setText(bubble(event.item_id, "assistant"), event.transcript ?? event.text, false);
       break;
     case "response.done":
+      if (
+        event.response.status === "completed" &&
+        event.response.output.some((item) => item.type === "mcp_call")
+      ) {
+        // the session's MCP tools answered: ask for the spoken answer, as OpenAI's clients do
+        send({ type: "response.create" });
+      }
       if (event.response.status === "cancelled") {
         for (const item of event.response.output) tag(bubble(item.id, "assistant"), "interrupted");
       }

@@ -6,7 +6,8 @@
 - the ``openai-agents`` Python SDK: a ``RealtimeAgent`` with a function tool under
   ``RealtimeRunner``;
 - the ``@openai/agents`` JavaScript SDK's ``OpenAIRealtimeWebSocket`` under Node
-  (``js/agents_client.mjs``).
+  (``js/agents_client.mjs``), and with a hosted MCP tool that the server calls
+  (``js/agents_mcp_client.mjs``), approvals included.
 
 The clients speak: a short greeting, a longer question about the weather, or both, which the
 fake speech recogniser below tells apart by their length. Every server event is checked on the
@@ -31,7 +32,8 @@ from openai import AsyncOpenAI, OpenAI
 from engines.base import FloatAudio, Transcript
 from protocol.invariants import SequenceChecker
 from realtime import Pipeline, PipelinePool
-from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
+from tests import mcp_servers
+from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD, ScriptedLLM
 from tests.realtime.harness import LiveServer, live_server, silence_pcm, tone_pcm
 from tests.realtime.test_sdk import wire
 from tests.realtime.test_server import WEATHER_TOOL
@@ -254,8 +256,11 @@ async def run_agent(agent: Any, server: LiveServer) -> tuple[list[str], list[str
     return list(answers.values()), problems, audio
 
 
-def node_summary(server: LiveServer) -> dict[str, Any]:
-    """Runs the JavaScript client against ``server``; its JSON summary."""
+def node_summary(
+    server: LiveServer, script: str = "agents_client.mjs", *args: str
+) -> dict[str, Any]:
+    """Runs a JavaScript client (``script`` with ``args``) against ``server``; its JSON
+    summary."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node (20 or later) runs the @openai/agents client; it is not installed")
@@ -268,7 +273,7 @@ def node_summary(server: LiveServer) -> dict[str, Any]:
         )
         assert installed.returncode == 0, f"npm ci failed:\n{installed.stderr}"
     result = subprocess.run(
-        [node, "agents_client.mjs", server.url + "?model=gpt-realtime"],
+        [node, script, server.url + "?model=gpt-realtime", *args],
         cwd=JS,
         capture_output=True,
         text=True,
@@ -294,3 +299,23 @@ def test_openai_agents_js_websocket_transport_completes_a_spoken_turn_and_a_tool
     assert {"session.created", "response.function_call_arguments.done"} <= set(
         summary["eventTypes"]
     )
+
+
+@pytest.mark.parametrize("approval", ["never", "always"])
+def test_openai_agents_js_hosted_mcp_tool_is_listed_called_and_answered(approval: str) -> None:
+    """The SDK's hosted MCP tool: the server lists and calls it; the SDK approves when asked
+    and, once the call is done, asks for the answer by itself (its default)."""
+    llm = ScriptedLLM({"weather": [("forecast", {"city": "Oslo"})]})
+    pipeline = Pipeline(index=0, vad=FakeVAD(), stt=FakeSTT(QUESTION), llm=llm, tts=FakeTTS())
+    with mcp_servers.serving() as mcp_url, live_server(PipelinePool([pipeline])) as server:
+        summary = node_summary(server, "agents_mcp_client.mjs", mcp_url, approval)
+    assert summary["errors"] == [], summary
+    assert summary["schemaFailures"] == [], summary
+    assert summary["exit"] == 0, summary["stderr"]
+    assert summary["listed"] == ["forecast", "add", "slow", "broken"]
+    assert summary["approvals"] == (["forecast"] if approval == "always" else [])
+    (call,) = summary["mcpCalls"]
+    assert (call["name"], json.loads(call["arguments"])) == ("forecast", {"city": "Oslo"})
+    assert call["output"] == "Sunny in Oslo, 21 degrees"
+    assert summary["answers"] == ["The tools said: Sunny in Oslo, 21 degrees."]
+    assert {"mcp_list_tools.completed", "response.mcp_call.completed"} <= set(summary["eventTypes"])

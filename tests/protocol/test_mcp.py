@@ -1,4 +1,4 @@
-"""Remote MCP tools in the protocol machine: listing, calls, rounds, approvals, cancels and the
+"""Remote MCP tools in the protocol machine: listing, calls, approvals, cancels and the
 validation of ``type: "mcp"`` tools. Every event is validated against the SDK's union and the
 sequence checker by the Driver."""
 
@@ -11,7 +11,6 @@ import pytest
 
 from protocol import effects as fx
 from protocol import inputs as ins
-from protocol.mcp_config import MAX_TOOL_ROUNDS
 from tests.protocol.steps import (
     Wire,
     create_item,
@@ -23,6 +22,7 @@ from tests.protocol.steps import (
     start_of,
     state_of,
     text_turn,
+    user_text,
 )
 from tests.support import Driver, types
 
@@ -143,7 +143,7 @@ def call_forecast(d: Driver, rid: str, call_id: str = "call_1") -> list[Wire]:
     return d.feed(ins.ToolCallOut(rid, call_id, "forecast", '{"city":"Oslo"}'))
 
 
-def test_a_call_is_made_reported_and_the_model_goes_on_in_the_same_response() -> None:
+def test_a_call_is_made_and_reported_and_the_response_ends_once_it_answered() -> None:
     d = listed_session(mcp_tool(require_approval="never"))
     rid = text_turn(d, "Weather in Oslo?")
     events = call_forecast(d, rid)
@@ -156,7 +156,7 @@ def test_a_call_is_made_reported_and_the_model_goes_on_in_the_same_response() ->
     ]
     item = events[0]["item"]
     assert (item["type"], item["server_label"], item["name"]) == ("mcp_call", "weather", "forecast")
-    call = d.effect(fx.CallMcpTool)
+    call = d.effect(fx.CallMcpTool)  # made at once, while the model may still be generating
     assert (call.response_id, call.item_id, call.name, call.arguments) == (
         rid,
         item["id"],
@@ -170,22 +170,34 @@ def test_a_call_is_made_reported_and_the_model_goes_on_in_the_same_response() ->
         "response.mcp_call.completed",
         "conversation.item.done",
         "response.output_item.done",
+        "response.done",
     ]
-    assert events[-1]["item"]["output"] == "Sunny, 21 degrees"
-    assert events[-1]["item"]["error"] is None
-    round_two = d.effect(fx.ContinueResponse)
-    assert round_two.response_id == rid
-    assert [i.type for i in round_two.plan.context][-2:] == ["message", "mcp_call"]
-    assert round_two.plan.context[-1].output == "Sunny, 21 degrees"
-
-    events = speak_audio(d, rid, ("It is sunny.",)) + d.feed(ins.ResponseComplete(rid))
-    assert events[0]["output_index"] == 1
+    assert events[2]["item"]["output"] == "Sunny, 21 degrees"
+    assert events[2]["item"]["error"] is None
     done = events[-1]["response"]
     assert done["status"] == "completed"
-    assert [o["type"] for o in done["output"]] == ["mcp_call", "message"]
+    assert [o["type"] for o in done["output"]] == ["mcp_call"]
+    assert not effects_of(d, fx.ContinueResponse)  # the model goes on when the client asks
+
+    later = created_id(response_create(d))
+    context = start_of(d, later).plan.context
+    assert [i.type for i in context][-2:] == ["message", "mcp_call"]
+    assert context[-1].output == "Sunny, 21 degrees"
 
 
-def test_a_failing_tool_is_reported_and_the_model_is_told() -> None:
+def test_a_call_that_answers_before_the_model_finishes_ends_with_the_model() -> None:
+    d = listed_session(mcp_tool(require_approval="never"))
+    rid = text_turn(d)
+    events = speak_audio(d, rid, ("Let me look.",)) + call_forecast(d, rid)
+    call = d.effect(fx.CallMcpTool)
+    events += d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
+    assert "response.done" not in types(events)
+    events = speak_audio(d, rid, (" One moment.",)) + d.feed(ins.ResponseComplete(rid))
+    done = events[-1]["response"]
+    assert [o["type"] for o in done["output"]] == ["message", "mcp_call", "message"]
+
+
+def test_a_failing_tool_is_reported_and_the_model_is_told_next() -> None:
     d = listed_session(mcp_tool(require_approval="never"))
     rid = text_turn(d)
     call_forecast(d, rid)
@@ -197,10 +209,11 @@ def test_a_failing_tool_is_reported_and_the_model_is_told() -> None:
         "response.mcp_call.failed",
         "conversation.item.done",
         "response.output_item.done",
+        "response.done",
     ]
-    assert events[-1]["item"]["error"] == error
-    assert events[-1]["item"]["output"] is None
-    context = d.effect(fx.ContinueResponse).plan.context
+    assert events[2]["item"]["error"] == error
+    assert events[2]["item"]["output"] is None
+    context = start_of(d, created_id(response_create(d))).plan.context
     assert context[-1].error == error
 
 
@@ -223,11 +236,12 @@ def test_two_servers_offer_tools_of_the_same_name_under_their_labels() -> None:
     calls = effects_of(d, fx.CallMcpTool)
     assert [(c.server.label, c.name) for c in calls] == [("home", "forecast"), ("office", "add")]
     d.feed(ins.ResponseComplete(rid))
-    assert d.feed(ins.McpCallDone(rid, calls[1].item_id, output="2"))[-1]["item"]["output"] == "2"
-    assert not effects_of(d, fx.ContinueResponse)  # the other call still runs
-    d.feed(ins.McpCallDone(rid, calls[0].item_id, output="Sunny"))
-    context = d.effect(fx.ContinueResponse).plan.context
-    assert [(i.server_label, i.output) for i in context if i.type == "mcp_call"] == [
+    events = d.feed(ins.McpCallDone(rid, calls[1].item_id, output="2"))
+    assert events[-1]["item"]["output"] == "2"
+    assert "response.done" not in types(events)  # the other call still runs
+    events = d.feed(ins.McpCallDone(rid, calls[0].item_id, output="Sunny"))
+    output = events[-1]["response"]["output"]
+    assert [(i["server_label"], i["output"]) for i in output] == [
         ("home", "Sunny"),
         ("office", "2"),
     ]
@@ -238,38 +252,24 @@ def test_cancel_during_a_call_abandons_it_as_failed() -> None:
     rid = text_turn(d)
     call_forecast(d, rid)
     call = d.effect(fx.CallMcpTool)
-    events = d.send({"type": "response.cancel"})
+    d.feed(ins.ResponseComplete(rid))
+    d.send({"type": "response.cancel"})
     assert fx.CancelResponse(rid, "client_cancelled") in d.last_effects
-    d.feed(ins.ResponseComplete(rid))  # the task's last word, if it comes, is stale
-    events += d.feed(ins.McpCallDone(rid, call.item_id, output="late"))
+    assert d.feed(ins.McpCallDone(rid, call.item_id, output="late")) == []  # stale
     failed = [e for e in d.log if e["type"] == "response.mcp_call.failed"]
     assert [e["item_id"] for e in failed] == [call.item_id]
     (done,) = [e for e in d.log if e["type"] == "response.done"]
     assert done["response"]["status"] == "cancelled"
     (item,) = done["response"]["output"]
     assert item["output"] is None and item["error"]["type"] == "protocol_error"
-    assert not effects_of(d, fx.ContinueResponse)
-
-
-def test_tool_rounds_are_bounded_and_the_last_round_gets_no_tools() -> None:
-    d = listed_session(mcp_tool(require_approval="never"))
-    rid = text_turn(d)
-    for round_ in range(MAX_TOOL_ROUNDS):
-        call_forecast(d, rid, f"call_{round_}")
-        call = d.effect(fx.CallMcpTool)
-        d.feed(ins.ResponseComplete(rid))
-        d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
-        plan = d.effect(fx.ContinueResponse).plan
-    assert plan.tool_choice == "none"
-    events = speak_audio(d, rid, ("Sunny.",)) + d.feed(ins.ResponseComplete(rid))
-    assert events[-1]["response"]["status"] == "completed"
 
 
 # --- approvals -----------------------------------------------------------------------------
 
 
 def requested_approval(d: Driver) -> tuple[str, str]:
-    """The model calls ``forecast`` in a response; returns (response id, request item id)."""
+    """The model calls ``forecast`` in a response and finishes; returns (response id, request
+    item id). The response waits for the client's answer."""
     rid = text_turn(d)
     events = call_forecast(d, rid)
     assert types(events) == [
@@ -286,8 +286,7 @@ def requested_approval(d: Driver) -> tuple[str, str]:
     )
     assert request["arguments"] == '{"city":"Oslo"}'
     assert not effects_of(d, fx.CallMcpTool)
-    done = d.feed(ins.ResponseComplete(rid))
-    assert done[-1]["response"]["status"] == "completed"
+    assert d.feed(ins.ResponseComplete(rid)) == []  # no response.done while it waits
     return rid, request["id"]
 
 
@@ -296,37 +295,42 @@ def approve(d: Driver, request_id: str, approve: bool, **extra: Any) -> list[Wir
     return create_item(d, {**item, **extra})
 
 
-def test_an_approved_call_is_made_first_in_the_response_the_server_starts() -> None:
+def test_an_approved_call_is_made_by_the_response_that_asked() -> None:
     d = listed_session(mcp_tool(require_approval="always"))
-    _, request_id = requested_approval(d)
+    rid, request_id = requested_approval(d)
     events = approve(d, request_id, True)
-    assert types(events)[:2] == ["conversation.item.added", "conversation.item.done"]
-    rid = created_id(events)
-    start = start_of(d, rid)
-    assert not start.run_model
+    assert types(events) == [
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.in_progress",
+    ]
+    assert events[2]["item"]["approval_request_id"] == request_id
+    assert events[5]["response_id"] == rid
     call = d.effect(fx.CallMcpTool)
     assert (call.response_id, call.name) == (rid, "forecast")
-    added = [e for e in events if e["type"] == "response.output_item.added"]
-    assert added[0]["item"]["approval_request_id"] == request_id
-    d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
-    assert d.effect(fx.ContinueResponse).response_id == rid
-    speak_audio(d, rid, ("Sunny.",))
-    d.feed(ins.ResponseComplete(rid))
+    events = d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
+    assert types(events)[-1] == "response.done"
+    output = events[-1]["response"]["output"]
+    assert [o["type"] for o in output] == ["mcp_approval_request", "mcp_call"]
     # the approval is used once: a later response makes no call of it
     later = text_turn(d)
-    assert not [c for c in effects_of(d, fx.CallMcpTool) if c.response_id == later]
     assert start_of(d, later).run_model
+    assert not [c for c in effects_of(d, fx.CallMcpTool) if c.response_id == later]
 
 
-def test_a_denied_call_is_not_made_and_the_model_is_told() -> None:
+def test_a_denied_call_is_not_made_and_the_model_reads_the_denial_next() -> None:
     d = listed_session(mcp_tool(require_approval="always"))
     _, request_id = requested_approval(d)
     events = approve(d, request_id, False, reason="not now")
-    rid = created_id(events)
-    start = start_of(d, rid)
-    assert start.run_model
+    assert types(events)[-1] == "response.done"
+    assert events[-1]["response"]["status"] == "completed"
     assert not effects_of(d, fx.CallMcpTool)
-    (answer,) = [i for i in start.plan.context if i.type == "mcp_approval_response"]
+    later = created_id(response_create(d))
+    (answer,) = [i for i in start_of(d, later).plan.context if i.type == "mcp_approval_response"]
     assert (answer.approve, answer.reason) == (False, "not now")
 
 
@@ -341,16 +345,102 @@ def test_the_per_tool_filter_asks_only_for_the_tools_it_names() -> None:
     assert len(effects_of(d, fx.CallMcpTool)) == 1
 
 
-def test_an_approval_during_a_response_is_answered_after_it() -> None:
+def test_an_approval_whose_response_was_cancelled_gets_a_response_that_only_calls() -> None:
     d = listed_session(mcp_tool(require_approval="always"))
     _, request_id = requested_approval(d)
-    busy = text_turn(d, "Another question")
+    d.send({"type": "response.cancel"})
     events = approve(d, request_id, True)
-    assert "response.created" not in types(events)
-    events = speak_audio(d, busy, ("Sure.",)) + d.feed(ins.ResponseComplete(busy))
     rid = created_id(events)
     assert not start_of(d, rid).run_model
-    assert d.effect(fx.CallMcpTool).response_id == rid
+    call = d.effect(fx.CallMcpTool)
+    assert call.response_id == rid
+    events = d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
+    assert types(events)[-1] == "response.done"
+    assert not effects_of(d, fx.ContinueResponse)
+
+
+def test_an_approval_answered_while_another_response_runs_goes_first_in_the_next() -> None:
+    d = listed_session(mcp_tool(require_approval="always"))
+    _, request_id = requested_approval(d)
+    d.send({"type": "response.cancel"})
+    busy = text_turn(d, "Another question")
+    assert "response.created" not in types(approve(d, request_id, True))
+    events = speak_audio(d, busy, ("Sure.",)) + d.feed(ins.ResponseComplete(busy))
+    assert "response.created" not in types(events)  # nothing starts by itself meanwhile
+    rid = created_id(response_create(d))
+    assert not start_of(d, rid).run_model  # the approved call first
+    call = d.effect(fx.CallMcpTool)
+    d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
+    plan = d.effect(fx.ContinueResponse).plan  # then the model, with the result
+    assert plan.context[-1].type == "mcp_call" and plan.context[-1].output == "Sunny"
+
+
+def test_a_new_approval_rule_holds_for_the_next_call() -> None:
+    d = listed_session(mcp_tool(require_approval="never"))
+    session_update(d, tools=[mcp_tool(require_approval="always")])
+    assert not effects_of(d, fx.ListMcpTools)[1:]  # the same server: no new listing
+    rid = text_turn(d)
+    events = call_forecast(d, rid)
+    assert events[-1]["item"]["type"] == "mcp_approval_request"
+    assert not effects_of(d, fx.CallMcpTool)
+
+
+def test_an_approval_for_a_responses_own_server_calls_that_server() -> None:
+    d = Driver()
+    own = mcp_tool("calendar", "http://127.0.0.1:9/cal", require_approval="always")
+    user_text(d, "Hi")
+    rid = created_id(response_create(d, tools=[own]))
+    d.feed(ins.McpToolsListed(d.effect(fx.ListMcpTools).item_id, (FORECAST,)))
+    events = call_forecast(d, rid)
+    request_id = events[-1]["item"]["id"]
+    d.feed(ins.ResponseComplete(rid))
+    d.send({"type": "response.cancel"})  # the response that asked is gone
+    later = created_id(approve(d, request_id, True))
+    call = d.effect(fx.CallMcpTool)
+    assert (call.response_id, call.server.label, call.server.url) == (
+        later,
+        "calendar",
+        "http://127.0.0.1:9/cal",
+    )
+
+
+def test_a_round_cut_at_max_output_tokens_ends_incomplete_after_its_calls() -> None:
+    d = listed_session(mcp_tool(require_approval="never"))
+    rid = text_turn(d, max_output_tokens=5)
+    call_forecast(d, rid)
+    call = d.effect(fx.CallMcpTool)
+    d.feed(ins.ResponseComplete(rid, 10, 5, truncated=True))
+    events = d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
+    done = events[-1]["response"]
+    assert done["status"] == "incomplete"
+    assert done["status_details"]["reason"] == "max_output_tokens"
+
+
+def test_a_listing_dropped_before_it_ended_ends_its_item() -> None:
+    d = Driver()
+    session_update(d, tools=[mcp_tool()])
+    listing = d.effect(fx.ListMcpTools)
+    events = session_update(d, tools=[])
+    assert types(events) == ["session.updated", "conversation.item.done", "mcp_list_tools.failed"]
+    assert events[1]["item"]["id"] == listing.item_id
+    assert d.last_effects == [fx.CloseMcpServer(listing.server.key)]
+    assert d.feed(ins.McpToolsListed(listing.item_id, (FORECAST,))) == []  # late: ignored
+
+
+def test_function_names_stay_unique_after_cleaning() -> None:
+    odd = (
+        {**FORECAST, "name": "look.up"},
+        {**FORECAST, "name": "look up"},
+    )
+    d = Driver()
+    session_update(
+        d, tools=[mcp_tool(require_approval="never"), {"type": "function", "name": "look_up"}]
+    )
+    d.feed(ins.McpToolsListed(d.effect(fx.ListMcpTools).item_id, odd))
+    rid = text_turn(d)
+    names = [f.function_name for f in start_of(d, rid).plan.mcp_functions]
+    assert len(set(names)) == 2 and "look_up" not in names
+    assert all(n.startswith("weather__look_up") for n in names)
 
 
 @pytest.mark.parametrize(
@@ -378,9 +468,7 @@ def test_bad_approval_responses_are_refused_and_change_nothing(item: Wire, code:
 def test_an_approval_is_answered_once() -> None:
     d = listed_session(mcp_tool(require_approval="always"))
     _, request_id = requested_approval(d)
-    rid = created_id(approve(d, request_id, False))
-    speak_audio(d, rid, ("OK.",))
-    d.feed(ins.ResponseComplete(rid))
+    approve(d, request_id, False)
     error = error_of(approve(d, request_id, True))
     assert error["code"] == "invalid_value" and "already answered" in error["message"]
 
@@ -455,17 +543,3 @@ def test_a_response_create_may_bring_its_own_mcp_server() -> None:
     speak_audio(d, rid, ("Hi.",))
     d.feed(ins.ResponseComplete(rid))
     assert fx.CloseMcpServer(listing.server.key) in d.last_effects
-
-
-@pytest.mark.parametrize(
-    "choice", ["required", {"type": "mcp", "server_label": "weather", "name": "forecast"}]
-)
-def test_a_forced_tool_choice_holds_for_the_first_round_only(choice: Any) -> None:
-    d = listed_session(mcp_tool(require_approval="never"))
-    rid = text_turn(d, tool_choice=choice)
-    assert start_of(d, rid).plan.tool_choice == choice
-    call_forecast(d, rid)
-    call = d.effect(fx.CallMcpTool)
-    d.feed(ins.ResponseComplete(rid))
-    d.feed(ins.McpCallDone(rid, call.item_id, output="Sunny"))
-    assert d.effect(fx.ContinueResponse).plan.tool_choice == "auto"

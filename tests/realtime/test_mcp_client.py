@@ -8,7 +8,13 @@ import pytest
 import trio
 
 from protocol.mcp_config import McpServerConfig, ToolFilter
-from realtime.mcp_client import McpFailure, open_mcp_server, url_allowed
+from realtime.mcp_client import (
+    McpFailure,
+    first_failure,
+    open_mcp_server,
+    reraisable,
+    url_allowed,
+)
 from tests import mcp_servers
 from tests.mcp_servers import free_port, serving
 
@@ -215,3 +221,15 @@ def test_the_url_policy_allows_the_origin_and_path_below(url: str, allowed: bool
     assert url_allowed(url, patterns) is allowed
     assert url_allowed(url, None) is True
     assert url_allowed(url, ()) is False
+
+
+def test_reraisable_keeps_what_is_not_an_ordinary_error() -> None:
+    interrupt, broken = KeyboardInterrupt(), ValueError("broken")
+    assert reraisable(broken) is None
+    assert reraisable(ExceptionGroup("transport", [broken])) is None
+    assert reraisable(interrupt) is interrupt
+    kept = reraisable(BaseExceptionGroup("cancelled mid-call", [interrupt, broken]))
+    assert isinstance(kept, BaseExceptionGroup)
+    assert list(kept.exceptions) == [interrupt]
+    failure = McpFailure("http_error", "the MCP server answered HTTP 500", 500)
+    assert first_failure(ExceptionGroup("g", [broken, ExceptionGroup("h", [failure])])) is failure

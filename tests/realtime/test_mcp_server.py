@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,8 @@ SCRIPT: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "both": [("home__forecast", {"city": "Oslo"}), ("office__add", {"a": 2, "b": 3})],
 }
 SUNNY = "Sunny in Oslo, 21 degrees"
+#: a loopback port nothing listens on
+DEAD = f"http://127.0.0.1:{free_port()}/mcp"
 
 
 def scripted_pool() -> PipelinePool:
@@ -91,6 +94,13 @@ async def ask(client: Client, text: str) -> list[dict[str, Any]]:
     return await client.until("response.done", timeout=20)
 
 
+async def follow_up(client: Client) -> list[dict[str, Any]]:
+    """``response.create`` after the calls answered, as OpenAI's clients send it: the model
+    answers with the results."""
+    await client.send({"type": "response.create"})
+    return await client.until("response.done", timeout=20)
+
+
 def text_of(events: list[dict[str, Any]]) -> str:
     return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
 
@@ -118,12 +128,9 @@ def test_a_listed_tool_is_called_and_the_model_answers_with_its_result() -> None
                 "response.mcp_call.in_progress",
                 "response.mcp_call.completed",
             ]
-            assert kinds.index("response.mcp_call.completed") < kinds.index(
-                "response.output_text.delta"
-            )
             done = events[-1]["response"]
             assert done["status"] == "completed"
-            call, answer = done["output"]
+            (call,) = done["output"]
             assert (call["type"], call["name"], call["output"], call["error"]) == (
                 "mcp_call",
                 "forecast",
@@ -131,8 +138,7 @@ def test_a_listed_tool_is_called_and_the_model_answers_with_its_result() -> None
                 None,
             )
             assert json.loads(call["arguments"]) == {"city": "Oslo"}
-            assert answer["type"] == "message"
-            assert text_of(events) == f"The tools said: {SUNNY}."
+            assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}."
 
     run_session(body)
 
@@ -140,15 +146,14 @@ def test_a_listed_tool_is_called_and_the_model_answers_with_its_result() -> None
 def test_an_unreachable_server_fails_its_listing_and_the_session_goes_on() -> None:
     async def body(client: Client) -> None:
         with mcp_servers.serving() as url:
-            dead = f"http://127.0.0.1:{free_port()}/mcp"
-            events = await configure(client, mcp_tool(dead, "gone"), mcp_tool(url))
+            events = await configure(client, mcp_tool(DEAD, "gone"), mcp_tool(url))
             failed = [e for e in events if e["type"] == "mcp_list_tools.failed"]
             assert len(failed) == 1
             (error,) = [e["error"] for e in events if e["type"] == "error"]
             assert error["code"] == "mcp_list_tools_failed"
             assert "gone" in error["message"]
-            events = await ask(client, "The forecast, please")
-            assert text_of(events) == f"The tools said: {SUNNY}."
+            await ask(client, "The forecast, please")
+            assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}."
 
     run_session(body)
 
@@ -163,7 +168,7 @@ def test_a_tool_that_raises_fails_its_call_and_the_model_is_told() -> None:
             assert call["output"] is None
             assert call["error"]["type"] == "tool_execution_error"
             assert "the sensor is offline" in call["error"]["message"]
-            assert "the sensor is offline" in text_of(events)
+            assert "the sensor is offline" in text_of(await follow_up(client))
 
     run_session(body)
 
@@ -183,8 +188,8 @@ def test_a_cancel_abandons_a_slow_call_and_the_server_stays_usable() -> None:
             assert "response.mcp_call.failed" in types(events)
             assert events[-1]["response"]["status"] == "cancelled"
             # the next call on the same server works
-            events = await ask(client, "The forecast, please")
-            assert text_of(events) == f"The tools said: {SUNNY}."
+            await ask(client, "The forecast, please")
+            assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}."
 
     run_session(body)
 
@@ -199,7 +204,7 @@ def test_two_servers_tools_of_one_name_are_told_apart_by_label() -> None:
                 ("home", "forecast", SUNNY),
                 ("office", "add", "5"),
             ]
-            assert text_of(events) == f"The tools said: {SUNNY}; 5."
+            assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}; 5."
 
     run_session(body)
 
@@ -209,8 +214,10 @@ def test_approval_requested_then_answered_by_the_client(approve: bool) -> None:
     async def body(client: Client) -> None:
         with mcp_servers.serving() as url:
             await configure(client, mcp_tool(url, require_approval="always"))
-            events = await ask(client, "The forecast, please")
-            (request,) = events[-1]["response"]["output"]
+            await client.user_text("The forecast, please")
+            await client.send({"type": "response.create"})
+            events = await client.until("response.output_item.done")
+            request = events[-1]["item"]
             assert request["type"] == "mcp_approval_request"
             assert "response.mcp_call.in_progress" not in types(events)
             answer = {
@@ -220,18 +227,19 @@ def test_approval_requested_then_answered_by_the_client(approve: bool) -> None:
             }
             if not approve:
                 answer["reason"] = "not today"
+            # the response waits for the answer, and makes the approved call itself
             await client.send({"type": "conversation.item.create", "item": answer})
-            # the server answers the approval by itself, as OpenAI's does
             events = await client.until("response.done", timeout=20)
             output = events[-1]["response"]["output"]
             if approve:
-                assert output[0]["type"] == "mcp_call"
-                assert output[0]["approval_request_id"] == request["id"]
-                assert output[0]["output"] == SUNNY
-                assert text_of(events) == f"The tools said: {SUNNY}."
+                assert [o["type"] for o in output] == ["mcp_approval_request", "mcp_call"]
+                assert output[1]["approval_request_id"] == request["id"]
+                assert output[1]["output"] == SUNNY
+                assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}."
             else:
-                assert [o["type"] for o in output] == ["message"]
-                assert "declined" in text_of(events) and "not today" in text_of(events)
+                assert [o["type"] for o in output] == ["mcp_approval_request"]
+                said = text_of(await follow_up(client))
+                assert "declined" in said and "not today" in said
 
     run_session(body)
 
@@ -300,6 +308,13 @@ def test_openai_sdk_client_hears_a_spoken_answer_that_used_the_tool(
                     events.append(event)
                     if event.type == "response.done":
                         break
+                # the call answered: the model speaks with its result when asked, as with
+                # OpenAI's server (the Agents SDKs ask by themselves)
+                await conn.response.create()
+                async for event in conn:
+                    events.append(event)
+                    if event.type == "response.done":
+                        break
             return events
 
         events = asyncio.run(body())
@@ -311,10 +326,11 @@ def test_openai_sdk_client_hears_a_spoken_answer_that_used_the_tool(
     kinds = [e.type for e in events]
     assert "mcp_list_tools.completed" in kinds
     assert kinds.index("response.mcp_call.completed") < kinds.index("response.output_audio.delta")
-    done = events[-1].response
-    assert done.status == "completed"
-    call, answer = done.output
+    first, second = [e.response for e in events if e.type == "response.done"]
+    (call,) = first.output
     assert (call.type, call.name, call.output) == ("mcp_call", "forecast", SUNNY)
+    assert second.status == "completed"
+    (answer,) = second.output
     assert answer.content[0].transcript == f"The tools said: {SUNNY}."
     pcm = b"".join(
         base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta"
@@ -334,7 +350,58 @@ def test_the_operator_limits_the_urls_sessions_may_reach() -> None:
                     (error,) = [e["error"] for e in events if e["type"] == "error"]
                     assert "other" in error["message"]
                     assert "does not allow" in error["message"]
-                    events = await ask(client, "The forecast, please")
-                    assert text_of(events) == f"The tools said: {SUNNY}."
+                    await ask(client, "The forecast, please")
+                    assert text_of(await follow_up(client)) == f"The tools said: {SUNNY}."
 
             trio.run(main)
+
+
+def test_a_server_whose_tool_list_cannot_be_read_fails_its_listing_only() -> None:
+    async def body(client: Client) -> None:
+        with mcp_servers.serving(app=mcp_servers.unreadable_server) as url:
+            events = await configure(client, mcp_tool(url, "odd"))
+            (error,) = [e["error"] for e in events if e["type"] == "error"]
+            assert "could not be read" in error["message"]
+            events = await ask(client, "Hello")
+            assert text_of(events) == "No tool for that."
+
+    run_session(body)
+
+
+def test_a_server_dropped_while_it_connects_ends_its_listing_and_the_session_goes_on() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+
+        async def body(client: Client) -> None:
+            await client.update_session(tools=[mcp_tool(url)], output_modalities=["text"])
+            await client.until("mcp_list_tools.in_progress")
+            await trio.sleep(0.3)  # connecting
+            events = [await client.update_session(tools=[])]
+            events += [await client.next(), await client.next()]
+            assert [e.get("type") for e in events[1:]] == [
+                "conversation.item.done",
+                "mcp_list_tools.failed",
+            ]
+            assert text_of(await ask(client, "Hello")) == "No tool for that."
+
+        run_session(body)
+
+
+def test_a_session_that_ends_while_a_server_connects_ends_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as silent, live_server(scripted_pool()) as server:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+
+        async def main() -> None:
+            async with session(server) as client:
+                await client.update_session(tools=[mcp_tool(url), mcp_tool(DEAD, "gone")])
+                await client.until("mcp_list_tools.in_progress")
+            await trio.sleep(0.5)  # the server notices the client left
+
+        trio.run(main)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -1,0 +1,115 @@
+// The @openai/agents realtime SDK with a hosted MCP tool (the server connects to the MCP server
+// and calls its tools), as a client of the server.
+//
+// Usage: node agents_mcp_client.mjs REALTIME_URL MCP_URL always|never
+// The agent's only tool is the MCP server at MCP_URL (label "weather"). Speaks one question as
+// 24 kHz PCM16 (a tone that the server's fake engines hear as a weather question); approves
+// every approval the SDK asks for. The SDK itself sends response.create once an MCP call is
+// done (its default), so the spoken answer comes in the next response. Prints one JSON summary
+// line: the MCP tools the SDK saw listed, the approvals, the completed MCP calls, the answers,
+// the SDK's error events and every server event that fails the SDK's own event schema.
+
+import { hostedMcpTool } from '@openai/agents';
+import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from '@openai/agents/realtime';
+
+const [url, mcpUrl, approval] = process.argv.slice(2);
+if (!url || !mcpUrl || !approval) {
+  console.error('usage: node agents_mcp_client.mjs REALTIME_URL MCP_URL always|never');
+  process.exit(2);
+}
+const TIMEOUT_MS = 30_000;
+const RATE = 24_000;
+
+const eventsModule = new URL('./openaiRealtimeEvents.mjs', import.meta.resolve('@openai/agents-realtime'));
+const { realtimeServerEventSchema } = await import(eventsModule.href);
+
+function utterance(leadMs, speechMs) {
+  const samples = new Int16Array(((leadMs + speechMs + 700) * RATE) / 1000);
+  const start = (leadMs * RATE) / 1000;
+  const end = ((leadMs + speechMs) * RATE) / 1000;
+  for (let n = start; n < end; n++) {
+    samples[n] = Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 300 * (n - start)) / RATE));
+  }
+  return samples.buffer;
+}
+
+const summary = {
+  listed: [],
+  approvals: [],
+  mcpCalls: [],
+  answers: [],
+  errors: [],
+  schemaFailures: [],
+  eventTypes: [],
+};
+const seenTypes = new Set();
+
+const agent = new RealtimeAgent({
+  name: 'assistant',
+  instructions: 'Answer briefly.',
+  tools: [hostedMcpTool({ serverLabel: 'weather', serverUrl: mcpUrl, requireApproval: approval })],
+});
+const transport = new OpenAIRealtimeWebSocket({ url });
+const session = new RealtimeSession(agent, { transport, model: 'gpt-realtime' });
+
+transport.on('*', (event) => {
+  seenTypes.add(event.type);
+  const parsed = realtimeServerEventSchema.safeParse(event);
+  if (!parsed.success) {
+    summary.schemaFailures.push({ type: event.type, issues: parsed.error.issues.slice(0, 3) });
+  }
+});
+session.on('error', (error) => {
+  const detail = error.error?.error ?? error.error;
+  summary.errors.push(detail instanceof Error ? detail.message : JSON.stringify(detail));
+});
+
+const listed = new Promise((resolve) => {
+  session.on('mcp_tools_changed', (tools) => {
+    summary.listed = tools.map((tool) => tool.name);
+    if (tools.length) resolve();
+  });
+});
+session.on('tool_approval_requested', async (_context, _agent, request) => {
+  summary.approvals.push(request.approvalItem.rawItem.name);
+  await session.approve(request.approvalItem);
+});
+session.on('mcp_tool_call_completed', (_context, _agent, call) => {
+  summary.mcpCalls.push({ name: call.name, arguments: call.arguments, output: call.output });
+});
+const answered = new Promise((resolve) => {
+  session.on('agent_end', (_context, _agent, text) => {
+    if (text) resolve(text);
+  });
+});
+
+const timer = setTimeout(() => {
+  summary.errors.push(`timed out after ${TIMEOUT_MS} ms`);
+  finish(1);
+}, TIMEOUT_MS);
+
+function finish(code) {
+  clearTimeout(timer);
+  summary.eventTypes = [...seenTypes].sort();
+  console.log(JSON.stringify(summary));
+  try {
+    session.close();
+  } finally {
+    process.exit(code);
+  }
+}
+
+try {
+  await session.connect({ apiKey: 'sk-local-test' });
+  await listed;
+  const audio = utterance(200, 1600); // the weather question
+  const chunk = (RATE * 2) / 10;
+  for (let i = 0; i < audio.byteLength; i += chunk) {
+    session.sendAudio(audio.slice(i, i + chunk));
+  }
+  summary.answers.push(await answered);
+  finish(0);
+} catch (error) {
+  summary.errors.push(String(error?.stack ?? error));
+  finish(1);
+}
