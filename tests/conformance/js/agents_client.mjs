@@ -7,6 +7,7 @@
 // SDK's error events, and every server event that fails the SDK's own event schema (the SDK
 // drops those silently, so the script checks each frame itself).
 
+import { RATE, utterance, watch } from './common.mjs';
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool } from '@openai/agents/realtime';
 import { z } from 'zod';
 
@@ -16,22 +17,6 @@ if (!url) {
   process.exit(2);
 }
 const TIMEOUT_MS = 30_000;
-const RATE = 24_000;
-
-// The schema the transport parses every server event with; the package does not export it.
-const eventsModule = new URL('./openaiRealtimeEvents.mjs', import.meta.resolve('@openai/agents-realtime'));
-const { realtimeServerEventSchema } = await import(eventsModule.href);
-
-/** `leadMs` of silence, `speechMs` of a 300 Hz tone, then 700 ms of silence, as PCM16. */
-function utterance(leadMs, speechMs) {
-  const samples = new Int16Array(((leadMs + speechMs + 700) * RATE) / 1000);
-  const start = (leadMs * RATE) / 1000;
-  const end = ((leadMs + speechMs) * RATE) / 1000;
-  for (let n = start; n < end; n++) {
-    samples[n] = Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 300 * (n - start)) / RATE));
-  }
-  return samples.buffer;
-}
 
 const summary = {
   turns: [],
@@ -61,18 +46,7 @@ const agent = new RealtimeAgent({
 const transport = new OpenAIRealtimeWebSocket({ url });
 const session = new RealtimeSession(agent, { transport, model: 'gpt-realtime' });
 
-transport.on('*', (event) => {
-  summary.serverEvents += 1;
-  seenTypes.add(event.type);
-  const parsed = realtimeServerEventSchema.safeParse(event);
-  if (!parsed.success) {
-    summary.schemaFailures.push({ type: event.type, issues: parsed.error.issues.slice(0, 3) });
-  }
-});
-session.on('error', (error) => {
-  const detail = error.error?.error ?? error.error;
-  summary.errors.push(detail instanceof Error ? detail.message : JSON.stringify(detail));
-});
+watch(transport, session, summary, seenTypes);
 session.on('audio', (event) => {
   summary.audioBytes += event.data.byteLength;
 });

@@ -10,6 +10,7 @@
 // the SDK's error events and every server event that fails the SDK's own event schema.
 
 import { hostedMcpTool } from '@openai/agents';
+import { RATE, utterance, watch } from './common.mjs';
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from '@openai/agents/realtime';
 
 const [url, mcpUrl, approval] = process.argv.slice(2);
@@ -18,20 +19,6 @@ if (!url || !mcpUrl || !approval) {
   process.exit(2);
 }
 const TIMEOUT_MS = 30_000;
-const RATE = 24_000;
-
-const eventsModule = new URL('./openaiRealtimeEvents.mjs', import.meta.resolve('@openai/agents-realtime'));
-const { realtimeServerEventSchema } = await import(eventsModule.href);
-
-function utterance(leadMs, speechMs) {
-  const samples = new Int16Array(((leadMs + speechMs + 700) * RATE) / 1000);
-  const start = (leadMs * RATE) / 1000;
-  const end = ((leadMs + speechMs) * RATE) / 1000;
-  for (let n = start; n < end; n++) {
-    samples[n] = Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 300 * (n - start)) / RATE));
-  }
-  return samples.buffer;
-}
 
 const summary = {
   listed: [],
@@ -52,17 +39,7 @@ const agent = new RealtimeAgent({
 const transport = new OpenAIRealtimeWebSocket({ url });
 const session = new RealtimeSession(agent, { transport, model: 'gpt-realtime' });
 
-transport.on('*', (event) => {
-  seenTypes.add(event.type);
-  const parsed = realtimeServerEventSchema.safeParse(event);
-  if (!parsed.success) {
-    summary.schemaFailures.push({ type: event.type, issues: parsed.error.issues.slice(0, 3) });
-  }
-});
-session.on('error', (error) => {
-  const detail = error.error?.error ?? error.error;
-  summary.errors.push(detail instanceof Error ? detail.message : JSON.stringify(detail));
-});
+watch(transport, session, summary, seenTypes);
 
 const listed = new Promise((resolve) => {
   session.on('mcp_tools_changed', (tools) => {
