@@ -24,7 +24,7 @@ def create_app(
     calls: Calls,
 ) -> Router:
     metrics.pool_size = pool.size
-    endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown, calls)
+    endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown, calls, calls.draining)
     return Router(endpoint, create_http_app(pool, metrics, settings, shutdown, calls))
 
 
@@ -35,7 +35,8 @@ def create_http_app(
     shutdown: trio.Event,
     calls: Calls,
 ) -> QuartTrio:
-    """``GET /`` (the browser page), ``/health``, ``/metrics`` and the WebRTC calls."""
+    """``GET /`` (the browser page), ``/ready``, ``/health``, ``/metrics`` and the WebRTC
+    calls."""
     app = QuartTrio(__name__)
 
     def refusal(error: CallRefused) -> Response:
@@ -120,12 +121,28 @@ def create_http_app(
             )
         )
 
+    def stopping() -> str | None:
+        if shutdown.is_set():
+            return "shutting_down"
+        return "draining" if calls.draining.is_set() else None
+
+    @app.route("/ready")
+    async def ready() -> tuple[dict[str, Any], int]:
+        """Readiness for a load balancer: 200 while a new voice session would be served,
+        503 while draining, with every pipeline in use, or with no healthy engines."""
+        free = pool.size - pool.in_use
+        status = stopping() or (
+            "unhealthy" if not pool.healthy else "full" if free <= 0 else "ready"
+        )
+        body = {"status": status, "pipelines": pool.size, "pipelines_free": max(free, 0)}
+        return body, 200 if status == "ready" else 503
+
     @app.route("/health")
     async def health() -> dict[str, Any]:
         healthy = pool.healthy
         status = "ok" if healthy == pool.size else "degraded" if healthy else "unhealthy"
         return {
-            "status": "shutting_down" if shutdown.is_set() else status,
+            "status": stopping() or status,
             "pipelines": pool.size,
             "pipelines_healthy": healthy,
             "pipelines_in_use": pool.in_use,
@@ -148,6 +165,8 @@ def create_http_app(
 
     @app.route("/metrics")
     async def prometheus() -> Response:
+        metrics.pool_in_use = pool.in_use
+        metrics.draining = int(bool(stopping()))
         text = metrics.render() + render_workers(pool.workers(), pool.healthy)
         return Response(text, content_type="text/plain; version=0.0.4")
 

@@ -190,9 +190,12 @@ class Calls:
         options: SessionOptions,
         settings: CallSettings,
         shutdown: trio.Event,
+        draining: trio.Event | None = None,
     ) -> None:
         self.pool, self.metrics, self.options = pool, metrics, options
         self.settings, self.shutdown = settings, shutdown
+        #: set when the server drains: no new call; live ones go on
+        self.draining = draining if draining is not None else trio.Event()
         self.live: dict[str, Call] = {}
         self._call_ended = trio.lowlevel.ParkingLot()
         self._nursery: trio.Nursery | None = None
@@ -235,7 +238,7 @@ class Calls:
         self, offer_sdp: str, session: dict[str, Any] | None, model: str | None
     ) -> tuple[str, str]:
         """Answer an offer and start the call's session; returns (call_id, answer SDP)."""
-        if self.shutdown.is_set():
+        if self.shutdown.is_set() or self.draining.is_set():
             raise CallRefused(
                 503, "server_shutting_down", "The server is shutting down.", "server_error"
             )

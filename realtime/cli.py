@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 host=args.ws_host,
                 port=args.ws_port,
                 graceful_timeout_s=args.graceful_timeout_s,
+                drain_timeout_s=args.drain_timeout_s,
             )
         )
     finally:

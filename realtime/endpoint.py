@@ -101,6 +101,8 @@ class RealtimeEndpoint:
     settings: AppSettings
     shutdown: trio.Event
     calls: Calls | None = None
+    #: set when the server drains: no new session; live ones go on
+    draining: trio.Event = attrs.Factory(trio.Event)
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -134,7 +136,7 @@ class RealtimeEndpoint:
             log.info("refused a connection: invalid API key")
             await _refuse(send, "invalid_api_key", "Incorrect API key provided.", CLOSE_BAD_KEY)
             return
-        if self.shutdown.is_set():
+        if self.shutdown.is_set() or self.draining.is_set():
             metrics.sessions_refused += 1
             await _refuse(
                 send, "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY

@@ -114,10 +114,20 @@ def parser() -> argparse.ArgumentParser:
         "--tts_speed", type=float, default=1.0, help="default speaking rate (0.25-1.5)"
     )
     server.add_argument(
+        "--drain_timeout_s",
+        type=float,
+        default=20.0,
+        help="on SIGTERM, how long live sessions may go on while the server takes no new one "
+        "(/ready answers 503) before the graceful shutdown; 0: SIGTERM shuts down at once. "
+        "Keep it plus --graceful_timeout_s under the orchestrator's grace period (Kubernetes: "
+        "terminationGracePeriodSeconds, 30 by default)",
+    )
+    server.add_argument(
         "--graceful_timeout_s",
         type=float,
         default=10.0,
-        help="on SIGINT/SIGTERM, how long active responses may run before sessions close",
+        help="on SIGINT (or after draining), how long active responses may run before "
+        "sessions close",
     )
     server.add_argument(
         "--send_timeout_s",

@@ -44,6 +44,8 @@ class Metrics:
     """Counters of one server process; only the Trio thread touches them."""
 
     pool_size: int = 0
+    pool_in_use: int = 0
+    draining: int = 0  #: 1 while the server drains or shuts down
     active_sessions: int = 0
     sessions_total: int = 0
     sessions_refused: int = 0
@@ -62,6 +64,14 @@ class Metrics:
     def render(self) -> str:
         gauges = {
             "realtime_pool_size": ("Engine pipelines in the pool.", self.pool_size),
+            "realtime_pool_in_use": (
+                "Engine pipelines held by voice sessions now (scale out as it nears the size).",
+                self.pool_in_use,
+            ),
+            "realtime_draining": (
+                "1 while the server drains or shuts down (it takes no new session).",
+                self.draining,
+            ),
             "realtime_active_sessions": ("Sessions connected now.", self.active_sessions),
         }
         counters = {

@@ -66,11 +66,13 @@ async def serve(
     shutdown: trio.Event,
     graceful_timeout_s: float = 10.0,
     metrics: Metrics | None = None,
+    draining: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown`` is set, then let sessions finish for ``graceful_timeout_s``."""
+    """Serve until ``shutdown`` is set, then let sessions finish for ``graceful_timeout_s``.
+    While ``draining`` is set (before the shutdown), no new session or call is taken."""
     metrics = metrics or Metrics()
-    calls = Calls(pool, metrics, settings.session, settings.calls, shutdown)
+    calls = Calls(pool, metrics, settings.session, settings.calls, shutdown, draining)
     async with trio.open_nursery() as nursery:
         await nursery.start(calls.run)
         app = create_app(pool, metrics, settings, shutdown, calls)
@@ -82,6 +84,19 @@ async def serve(
         nursery.cancel_scope.cancel()
 
 
+async def drain(
+    draining: trio.Event, shutdown: trio.Event, metrics: Metrics, timeout_s: float
+) -> None:
+    """Drain, then shut down: no new session (readiness answers 503), while the live sessions
+    go on until they end or ``timeout_s`` has passed; then ``shutdown``, which lets each
+    session's active response finish (the graceful period) and closes the rest with 1001."""
+    draining.set()
+    with trio.move_on_after(timeout_s):
+        while metrics.active_sessions > 0:
+            await trio.sleep(0.1)
+    shutdown.set()
+
+
 async def serve_on_free_port(
     nursery: trio.Nursery,
     pool: PipelinePool,
@@ -91,6 +106,7 @@ async def serve_on_free_port(
     host: str = "127.0.0.1",
     graceful_timeout_s: float = 2.0,
     metrics: Metrics | None = None,
+    draining: trio.Event | None = None,
 ) -> int:
     """Start :func:`serve` in ``nursery`` on a port the system picks; returns that port."""
     addresses = await nursery.start(
@@ -103,6 +119,7 @@ async def serve_on_free_port(
             shutdown=shutdown,
             graceful_timeout_s=graceful_timeout_s,
             metrics=metrics,
+            draining=draining,
         )
     )
     return int(addresses[0].rsplit(":", 1)[1])
@@ -119,11 +136,17 @@ class ServerThread:
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
 
     async def _main(self) -> None:
-        self.shutdown = trio.Event()
+        self.shutdown, self.draining = trio.Event(), trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             self.port = await serve_on_free_port(
-                nursery, self.pool, self.settings, shutdown=self.shutdown, metrics=self.metrics
+                nursery,
+                self.pool,
+                self.settings,
+                shutdown=self.shutdown,
+                metrics=self.metrics,
+                draining=self.draining,
             )
             self._ready.set()
 
@@ -136,6 +159,14 @@ class ServerThread:
     def begin_shutdown(self) -> None:
         """Start the graceful shutdown (callable from any thread, without blocking)."""
         self._token.run_sync_soon(self.shutdown.set)
+
+    def begin_drain(self, timeout_s: float) -> None:
+        """Start draining, as SIGTERM does (callable from any thread, without blocking)."""
+        self._token.run_sync_soon(
+            lambda: self._nursery.start_soon(
+                drain, self.draining, self.shutdown, self.metrics, timeout_s
+            )
+        )
 
     def stop(self) -> None:
         if self._thread.is_alive():
@@ -157,17 +188,32 @@ async def serve_until_signal(
     host: str,
     port: int,
     graceful_timeout_s: float,
+    drain_timeout_s: float = 0.0,
 ) -> None:
-    """:func:`serve` with SIGINT/SIGTERM starting the graceful shutdown."""
-    shutdown = trio.Event()
+    """:func:`serve` until a signal. SIGTERM (an orchestrator's stop) drains first: no new
+    session, live ones go on for up to ``drain_timeout_s``; SIGINT, or a second signal, goes
+    straight to the graceful shutdown (active responses finish, then sessions close)."""
+    shutdown, draining, metrics = trio.Event(), trio.Event(), Metrics()
+    watching = trio.CancelScope()
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with watching, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGTERM and drain_timeout_s > 0 and not draining.is_set():
+                        log.info(
+                            "%s: draining: no new sessions; live ones may go on for up to "
+                            "%.0f s, then active responses finish (up to %.0f s)",
+                            name,
+                            drain_timeout_s,
+                            graceful_timeout_s,
+                        )
+                        nursery.start_soon(drain, draining, shutdown, metrics, drain_timeout_s)
+                        continue
                     log.info(
                         "%s: finishing active responses (up to %.0f s), then exiting",
-                        signal.Signals(signum).name,
+                        name,
                         graceful_timeout_s,
                     )
                     shutdown.set()
@@ -182,6 +228,8 @@ async def serve_until_signal(
                     port=port,
                     shutdown=shutdown,
                     graceful_timeout_s=graceful_timeout_s,
+                    metrics=metrics,
+                    draining=draining,
                     task_status=task_status,
                 )
             )
@@ -190,3 +238,4 @@ async def serve_until_signal(
         nursery.start_soon(watch_signals)
         nursery.start_soon(run_server)
         await shutdown.wait()
+        watching.cancel()  # a signal from now on stops the process at once
