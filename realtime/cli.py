@@ -41,6 +41,7 @@ from .input_audio import ENGINE_RATE
 from .pool import Pipeline, PipelinePool
 from .server import serve_until_signal
 from .session import SessionOptions
+from .tracing import provider_from_environment
 
 log = logging.getLogger("realtime")
 
@@ -192,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.llm,
         args.tts,
     )
+    tracer_provider = provider_from_environment()
+    if tracer_provider is not None:
+        log.info("OpenTelemetry traces on: sessions whose 'tracing' is set are traced")
     settings = AppSettings(
         api_key=args.api_key or None,
         calls=call_settings(args),
@@ -207,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             mcp_connect_timeout_s=args.mcp_connect_timeout_s,
             mcp_call_timeout_s=args.mcp_call_timeout_s,
             mcp_allowed_urls=mcp_allowed_urls(args),
+            tracer_provider=tracer_provider,
         ),
     )
     try:
@@ -222,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     finally:
         pool.close()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # the spans still queued go out
 
 
 __all__ = [

@@ -114,6 +114,15 @@ def parser() -> argparse.ArgumentParser:
         "--tts_speed", type=float, default=1.0, help="default speaking rate (0.25-1.5)"
     )
     server.add_argument(
+        "--tracing",
+        choices=["auto"],
+        default=None,
+        help="the sessions' default 'tracing': 'auto' traces every session (OpenTelemetry, "
+        "configured by the OTEL_* environment variables; a session's tracing cannot change "
+        "once set, as with OpenAI); by default only sessions whose client sets 'tracing' are "
+        "traced",
+    )
+    server.add_argument(
         "--drain_timeout_s",
         type=float,
         default=20.0,
@@ -421,6 +430,8 @@ def session_defaults(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.instructions:
         defaults["instructions"] = args.instructions
+    if args.tracing:
+        defaults["tracing"] = args.tracing
     return defaults
 
 

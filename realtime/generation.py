@@ -36,9 +36,12 @@ class ResponseGenerator:
         *,
         engine_timeout_s: float,
         output_chunk_ms: int,
+        mark: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pipeline, self.metrics = pipeline, metrics
         self.engine_timeout_s, self.output_chunk_ms = engine_timeout_s, output_chunk_ms
+        #: told each stage a response reaches (its trace: ``tracing.SessionTrace.mark``)
+        self.mark = mark or (lambda work_id, stage: None)
         self._llm_lock, self._tts_lock = trio.Lock(), trio.Lock()
 
     async def generate(
@@ -81,6 +84,7 @@ class ResponseGenerator:
             if first_output and isinstance(event, TextDelta | ToolCall):
                 first_output = False
                 self.metrics.llm_first_token_seconds.observe(time.monotonic() - started)
+                self.mark(response_id, "llm.first_token")
             if isinstance(event, TextDelta):
                 if not speak:
                     await emit(ins.TextOut(response_id, event.text))
@@ -100,6 +104,7 @@ class ResponseGenerator:
         async def produce() -> None:
             async with pieces_send:
                 async with self._llm_lock:
+                    self.mark(response_id, "llm.start")
                     await stream_in_thread(
                         lambda: llm.stream(request, token),
                         on_llm,
@@ -108,6 +113,7 @@ class ResponseGenerator:
                         item_timeout_s=self.engine_timeout_s,
                         buffer=1,  # so that the LLM stops at once while on_llm waits
                     )
+                self.mark(response_id, "llm.end")
                 for piece in chunker.flush():
                     await send_piece(piece)
 
@@ -123,6 +129,7 @@ class ResponseGenerator:
                 if first_chunk:
                     first_chunk = False
                     self.metrics.tts_first_chunk_seconds.observe(time.monotonic() - asked)
+                    self.mark(response_id, "tts.first_chunk")
                 for chunk in audio.to_wire_chunks(
                     resample(samples), out_format, self.output_chunk_ms
                 ):
@@ -130,6 +137,7 @@ class ResponseGenerator:
                     transcript = ""
 
             async with self._tts_lock:
+                self.mark(response_id, "tts.start")
                 await stream_in_thread(
                     lambda: tts.synthesize(text, voice=plan.voice, speed=plan.speed, cancel=token),
                     on_audio,
@@ -151,6 +159,7 @@ class ResponseGenerator:
                     if held is not None and spoken:
                         await held.released.wait()
                     await speak_piece(text)
+                    self.mark(response_id, "tts.end")
                     spoken += 1
                 if not isinstance(piece, ToolCall):
                     first_spoken.set()

@@ -65,3 +65,5 @@ class SessionOptions:
     mcp_call_timeout_s: float = 30.0
     #: URL prefixes a session's MCP tools may name (None: any; empty: none)
     mcp_allowed_urls: tuple[str, ...] | None = None
+    #: OpenTelemetry's tracer provider (``tracing.provider_from_environment``); None: no traces
+    tracer_provider: Any = None

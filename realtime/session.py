@@ -13,7 +13,8 @@ out:
   ``responses.ResponseTasks``;
 - remote MCP servers (listing, connections): ``mcp_session.McpConnections``;
 - speculations and early transcripts: ``speculation.SpeculationTasks``;
-- the turn model's scores, and a WebRTC call's output audio: here.
+- the turn model's scores, and a WebRTC call's output audio: here;
+- the session's trace (``tracing.SessionTrace``), fed every event and the generator's marks.
 
 Every machine call happens on the Trio thread, so its outputs reach the outbox in the order
 the machine produced them, whichever task made the call. The caller pumps the outbox to the
@@ -45,6 +46,7 @@ from .ports import PLAYOUT_RATE, CallMedia, EventPort, SessionOptions
 from .responses import ResponseTasks
 from .speculation import SpeculationTasks
 from .threads import call_in_thread
+from .tracing import SessionTrace
 from .transcription import Transcriber
 
 log = logging.getLogger("realtime.session")
@@ -91,11 +93,17 @@ class SessionRunner:
         self.outbox = outbox
         self.input = InputAudio(pipeline.vad)
         self.timeline = self.input.timeline
+        self.trace = (
+            SessionTrace(options.tracer_provider, self.session_id)
+            if options.tracer_provider is not None
+            else None
+        )
         generator = ResponseGenerator(
             pipeline,
             self.metrics,
             engine_timeout_s=options.engine_timeout_s,
             output_chunk_ms=options.output_chunk_ms,
+            mark=self.trace.mark if self.trace is not None else None,
         )
         self.transcriber = Transcriber(
             self.session_id, pipeline, options, metrics, self.timeline, self.feed
@@ -150,6 +158,8 @@ class SessionRunner:
         finally:
             self.responses.cancel_all()
             self.speculations.cancel_all()
+            if self.trace is not None:
+                self.trace.end()
             log.info("session %s ended after %.1f s", self.session_id, time.monotonic() - started)
 
     async def _shutdown_watch(self) -> None:
@@ -169,12 +179,16 @@ class SessionRunner:
 
     async def feed(self, result: ins.EngineResult) -> None:
         """An engine's result to the machine, and what the machine answers carried out."""
+        if self.trace is not None:
+            self.trace.observe_result(result)
         await self._apply(self.conn.feed(result))
 
     async def _apply(self, output: Output) -> None:
         """Send the events (in order) and carry out the effects of one machine call."""
         for event in output.events:
             self.outbox.put(encode_server_event(event))
+            if self.trace is not None:
+                self.trace.observe(event)
             if isinstance(event, ev.InputAudioBufferSpeechStopped):
                 self.responses.turn_ended()
             if isinstance(event, ev.Error) and event.error_type == "invalid_request_error":
@@ -220,6 +234,8 @@ class SessionRunner:
             await self.transcriber.final(effect.item_id, samples, effect.transcription)
         elif isinstance(effect, fx.StartResponse):
             speculation = self.speculations.take_for_response(effect.speculation_id)
+            if speculation is not None and self.trace is not None:
+                self.trace.alias(speculation.id, effect.response_id)
             self.responses.start(nursery, effect, speculation)
         elif isinstance(effect, fx.CallMcpTool):
             self.responses.call(nursery, effect)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -48,7 +49,19 @@ def render(ports: Sequence[int], bind_port: int) -> str:
         for i, port in enumerate(ports, 1)
     )
     assert "bind :8765" in head
-    return head.replace("bind :8765", f"bind 127.0.0.1:{bind_port}") + servers + tail
+    head = head.replace("bind :8765", f"bind 127.0.0.1:{bind_port}")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2 * 4000 + 100:  # too few descriptors for the shipped maxconn: fewer connections
+        head = head.replace("maxconn 4000", f"maxconn {(hard - 100) // 2}")
+    return head + servers + tail
+
+
+def open_files() -> None:
+    """In HAProxy's process: its open-file limit as high as allowed (it needs two descriptors
+    per connection of its ``maxconn``; something in a test run may have lowered the soft
+    limit), as an operator's ``ulimit -n`` would."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def get(url: str, method: str = "GET", body: bytes | None = None, **headers: str) -> Any:
@@ -70,7 +83,9 @@ def balancer(replicas: Sequence[LiveServer]) -> Iterator[types.SimpleNamespace]:
         config = Path(tmp) / "haproxy.cfg"
         config.write_text(render([r.port for r in replicas], port))
         log = (Path(tmp) / "haproxy.log").open("w")
-        process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log)
+        process = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log, preexec_fn=open_files
+        )
         lb = types.SimpleNamespace(
             url=f"ws://127.0.0.1:{port}/v1/realtime", http=f"http://127.0.0.1:{port}"
         )
