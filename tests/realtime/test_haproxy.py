@@ -167,7 +167,10 @@ def test_sessions_spread_a_full_set_refuses_cleanly_and_a_drain_keeps_its_sessio
 
 
 def test_a_webrtc_calls_requests_reach_the_replica_that_holds_it() -> None:
+    """Its sideband WebSocket and its hang-up go through the balancer to its replica."""
     pytest.importorskip("aiortc", reason="the [webrtc] extra is not installed")
+    import websockets
+
     from tests.realtime.test_webrtc import Caller
 
     loopback = CallSettings(host_addresses=("127.0.0.1",), connect_timeout_s=20.0)
@@ -193,6 +196,14 @@ def test_a_webrtc_calls_requests_reach_the_replica_that_holds_it() -> None:
                 # one call per replica, each replica full now
                 assert [r.pool.in_use for r in replicas] == [1, 1, 1]
                 await asyncio.sleep(CHECK_S)
+                # a sideband connection joins its call on its replica: nothing is refused
+                for location in locations:
+                    call_id = location.rsplit("/", 1)[1]
+                    url = f"ws://127.0.0.1:{lb.http.rsplit(':', 1)[1]}/v1/realtime"
+                    async with websockets.connect(f"{url}?call_id={call_id}") as sideband:
+                        with pytest.raises(TimeoutError):
+                            refused = await asyncio.wait_for(sideband.recv(), 0.5)
+                            pytest.fail(f"the sideband was refused: {refused}")
                 for location in locations:
                     status, _, body = await asyncio.to_thread(get, f"{lb.http}{location}", "DELETE")
                     assert status == 200, body
