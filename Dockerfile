@@ -45,8 +45,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s \
 FROM base AS production
 COPY --from=build /opt/production /opt/production
 ENV PATH=/opt/production/bin:$PATH PYTHONUNBUFFERED=1
-ENTRYPOINT ["python", "-m", "realtime", "--ws_host", "0.0.0.0"]
-CMD ["--preset", "production"]
+# the preset in the entrypoint: flags given to `docker run` (or a pod's args) add to it
+ENTRYPOINT ["python", "-m", "realtime", "--ws_host", "0.0.0.0", "--preset", "production"]
+CMD []
 
 # the default target: the embedded offline engines
 FROM base AS embedded

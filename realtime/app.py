@@ -124,17 +124,18 @@ def create_http_app(
     def stopping() -> str | None:
         if shutdown.is_set():
             return "shutting_down"
-        return "draining" if calls.draining.is_set() else None
+        return "draining" if calls.unready.is_set() else None
 
     @app.route("/ready")
     async def ready() -> tuple[dict[str, Any], int]:
         """Readiness for a load balancer: 200 while a new voice session would be served,
-        503 while draining, with every pipeline in use, or with no healthy engines."""
-        free = pool.size - pool.in_use
-        status = stopping() or (
-            "unhealthy" if not pool.healthy else "full" if free <= 0 else "ready"
-        )
-        body = {"status": status, "pipelines": pool.size, "pipelines_free": max(free, 0)}
+        503 while draining, with no free healthy pipeline, or with no healthy engines.
+        ``?ignore_capacity=1`` leaves fullness out (an orchestrator's probe: a full replica
+        is still a serving one, which refuses a session it cannot hold itself)."""
+        free = pool.free_healthy
+        full = free <= 0 and request.args.get("ignore_capacity") != "1"
+        status = stopping() or ("unhealthy" if not pool.healthy else "full" if full else "ready")
+        body = {"status": status, "pipelines": pool.size, "pipelines_free": free}
         return body, 200 if status == "ready" else 503
 
     @app.route("/health")

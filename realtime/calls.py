@@ -191,11 +191,15 @@ class Calls:
         settings: CallSettings,
         shutdown: trio.Event,
         draining: trio.Event | None = None,
+        unready: trio.Event | None = None,
     ) -> None:
         self.pool, self.metrics, self.options = pool, metrics, options
         self.settings, self.shutdown = settings, shutdown
         #: set when the server drains: no new call; live ones go on
         self.draining = draining if draining is not None else trio.Event()
+        #: set when the server starts to drain: readiness answers 503 (new calls are refused
+        #: once ``draining`` follows, a moment later)
+        self.unready = unready if unready is not None else trio.Event()
         self.live: dict[str, Call] = {}
         self._call_ended = trio.lowlevel.ParkingLot()
         self._nursery: trio.Nursery | None = None
@@ -239,6 +243,7 @@ class Calls:
     ) -> tuple[str, str]:
         """Answer an offer and start the call's session; returns (call_id, answer SDP)."""
         if self.shutdown.is_set() or self.draining.is_set():
+            self.metrics.sessions_refused += 1
             raise CallRefused(
                 503, "server_shutting_down", "The server is shutting down.", "server_error"
             )
@@ -288,6 +293,7 @@ class Calls:
             transport="webrtc",
         )
         self.live[call_id] = call
+        self.metrics.calls_live += 1
         forget = rtc.on_close(call.peer.close)  # closed with the loop if the server stops first
         call.ended_callbacks.append(forget)
         assert self._nursery is not None
@@ -306,6 +312,7 @@ class Calls:
                 await self._run_session(call, pipeline, options)
         finally:
             del self.live[call.call_id]
+            self.metrics.calls_live -= 1
             self._call_ended.unpark_all()
             self.pool.release(pipeline)
             for callback in call.ended_callbacks:

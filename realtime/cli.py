@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         RealtimeConnection(session_defaults=session_defaults(args))
     except ProtocolError as exc:
         raise SystemExit(f"invalid session default ({exc.param}): {exc.message}") from None
+    mcp_urls = mcp_allowed_urls(args)
+    tracer_provider = provider_from_environment()  # a bad OTEL_* setting stops us before loading
     started = time.perf_counter()
     try:
         transcription_sessions = args.num_transcription_sessions
@@ -193,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.llm,
         args.tts,
     )
-    tracer_provider = provider_from_environment()
     if tracer_provider is not None:
         log.info("OpenTelemetry traces on: sessions whose 'tracing' is set are traced")
     settings = AppSettings(
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             engine_timeout_s=args.engine_timeout_s,
             mcp_connect_timeout_s=args.mcp_connect_timeout_s,
             mcp_call_timeout_s=args.mcp_call_timeout_s,
-            mcp_allowed_urls=mcp_allowed_urls(args),
+            mcp_allowed_urls=mcp_urls,
             tracer_provider=tracer_provider,
         ),
     )

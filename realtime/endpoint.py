@@ -136,15 +136,15 @@ class RealtimeEndpoint:
             log.info("refused a connection: invalid API key")
             await _refuse(send, "invalid_api_key", "Incorrect API key provided.", CLOSE_BAD_KEY)
             return
+        call_id = query.get("call_id", [""])[0]
+        if call_id:  # a live call's sideband: it joins while the call lives, drain or not
+            await self._join_call(call_id, receive, send)
+            return
         if self.shutdown.is_set() or self.draining.is_set():
             metrics.sessions_refused += 1
             await _refuse(
                 send, "server_shutting_down", "The server is shutting down.", CLOSE_GOING_AWAY
             )
-            return
-        call_id = query.get("call_id", [""])[0]
-        if call_id:
-            await self._join_call(call_id, receive, send)
             return
         transcription = query.get("intent", [""])[0] == "transcription"
         options = attrs.evolve(

@@ -47,6 +47,8 @@ class Metrics:
     pool_in_use: int = 0
     draining: int = 0  #: 1 while the server drains or shuts down
     active_sessions: int = 0
+    #: WebRTC calls from their offer's answer to their end (connecting ones included)
+    calls_live: int = 0
     sessions_total: int = 0
     sessions_refused: int = 0
     turns: int = 0

@@ -178,6 +178,11 @@ class PipelinePool:
         """Pipelines whose engines are all up."""
         return sum(pipeline.healthy for pipeline in self.pipelines)
 
+    @property
+    def free_healthy(self) -> int:
+        """Pipelines a new voice session would get now: free, their engines up."""
+        return sum(pipeline.healthy for pipeline in self._free)
+
     def workers(self) -> list[EngineWorker]:
         """Every engine worker of the pool, each once (some serve several pipelines)."""
         unique: dict[int, EngineWorker] = {}

@@ -67,12 +67,14 @@ async def serve(
     graceful_timeout_s: float = 10.0,
     metrics: Metrics | None = None,
     draining: trio.Event | None = None,
+    unready: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set, then let sessions finish for ``graceful_timeout_s``.
-    While ``draining`` is set (before the shutdown), no new session or call is taken."""
+    While ``draining`` is set (before the shutdown), no new session or call is taken; while
+    ``unready`` is, ``/ready`` answers 503."""
     metrics = metrics or Metrics()
-    calls = Calls(pool, metrics, settings.session, settings.calls, shutdown, draining)
+    calls = Calls(pool, metrics, settings.session, settings.calls, shutdown, draining, unready)
     async with trio.open_nursery() as nursery:
         await nursery.start(calls.run)
         app = create_app(pool, metrics, settings, shutdown, calls)
@@ -84,16 +86,30 @@ async def serve(
         nursery.cancel_scope.cancel()
 
 
+#: seconds between readiness turning 503 and the first refusal of a drain: the time a load
+#: balancer's health check (HAProxy's: every second) takes to stop sending sessions
+DRAIN_NOTICE_S = 2.0
+
+
 async def drain(
-    draining: trio.Event, shutdown: trio.Event, metrics: Metrics, timeout_s: float
+    unready: trio.Event,
+    draining: trio.Event,
+    shutdown: trio.Event,
+    metrics: Metrics,
+    timeout_s: float,
+    notice_s: float = DRAIN_NOTICE_S,
 ) -> None:
-    """Drain, then shut down: no new session (readiness answers 503), while the live sessions
-    go on until they end or ``timeout_s`` has passed; then ``shutdown``, which lets each
-    session's active response finish (the graceful period) and closes the rest with 1001."""
-    draining.set()
+    """Drain, then shut down: readiness answers 503 at once and, ``notice_s`` later, new
+    sessions and calls are refused, while the live ones (connecting calls included) go on
+    until they end or ``timeout_s`` has passed; then ``shutdown``, which lets each session's
+    active response finish (the graceful period) and closes the rest with 1001."""
+    unready.set()
     with trio.move_on_after(timeout_s):
-        while metrics.active_sessions > 0:
+        await trio.sleep(min(notice_s, timeout_s))
+        draining.set()
+        while metrics.active_sessions > 0 or metrics.calls_live > 0:
             await trio.sleep(0.1)
+    draining.set()
     shutdown.set()
 
 
@@ -107,6 +123,7 @@ async def serve_on_free_port(
     graceful_timeout_s: float = 2.0,
     metrics: Metrics | None = None,
     draining: trio.Event | None = None,
+    unready: trio.Event | None = None,
 ) -> int:
     """Start :func:`serve` in ``nursery`` on a port the system picks; returns that port."""
     addresses = await nursery.start(
@@ -120,6 +137,7 @@ async def serve_on_free_port(
             graceful_timeout_s=graceful_timeout_s,
             metrics=metrics,
             draining=draining,
+            unready=unready,
         )
     )
     return int(addresses[0].rsplit(":", 1)[1])
@@ -136,7 +154,7 @@ class ServerThread:
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
 
     async def _main(self) -> None:
-        self.shutdown, self.draining = trio.Event(), trio.Event()
+        self.shutdown, self.draining, self.unready = trio.Event(), trio.Event(), trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -147,6 +165,7 @@ class ServerThread:
                 shutdown=self.shutdown,
                 metrics=self.metrics,
                 draining=self.draining,
+                unready=self.unready,
             )
             self._ready.set()
 
@@ -160,11 +179,17 @@ class ServerThread:
         """Start the graceful shutdown (callable from any thread, without blocking)."""
         self._token.run_sync_soon(self.shutdown.set)
 
-    def begin_drain(self, timeout_s: float) -> None:
+    def begin_drain(self, timeout_s: float, notice_s: float = 0.0) -> None:
         """Start draining, as SIGTERM does (callable from any thread, without blocking)."""
         self._token.run_sync_soon(
             lambda: self._nursery.start_soon(
-                drain, self.draining, self.shutdown, self.metrics, timeout_s
+                drain,
+                self.unready,
+                self.draining,
+                self.shutdown,
+                self.metrics,
+                timeout_s,
+                notice_s,
             )
         )
 
@@ -193,7 +218,7 @@ async def serve_until_signal(
     """:func:`serve` until a signal. SIGTERM (an orchestrator's stop) drains first: no new
     session, live ones go on for up to ``drain_timeout_s``; SIGINT, or a second signal, goes
     straight to the graceful shutdown (active responses finish, then sessions close)."""
-    shutdown, draining, metrics = trio.Event(), trio.Event(), Metrics()
+    shutdown, draining, unready, metrics = trio.Event(), trio.Event(), trio.Event(), Metrics()
     watching = trio.CancelScope()
     async with trio.open_nursery() as nursery:
 
@@ -201,7 +226,7 @@ async def serve_until_signal(
             with watching, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     name = signal.Signals(signum).name
-                    if signum == signal.SIGTERM and drain_timeout_s > 0 and not draining.is_set():
+                    if signum == signal.SIGTERM and drain_timeout_s > 0 and not unready.is_set():
                         log.info(
                             "%s: draining: no new sessions; live ones may go on for up to "
                             "%.0f s, then active responses finish (up to %.0f s)",
@@ -209,7 +234,9 @@ async def serve_until_signal(
                             drain_timeout_s,
                             graceful_timeout_s,
                         )
-                        nursery.start_soon(drain, draining, shutdown, metrics, drain_timeout_s)
+                        nursery.start_soon(
+                            drain, unready, draining, shutdown, metrics, drain_timeout_s
+                        )
                         continue
                     log.info(
                         "%s: finishing active responses (up to %.0f s), then exiting",
@@ -230,6 +257,7 @@ async def serve_until_signal(
                     graceful_timeout_s=graceful_timeout_s,
                     metrics=metrics,
                     draining=draining,
+                    unready=unready,
                     task_status=task_status,
                 )
             )

@@ -62,7 +62,10 @@ def provider_from_environment(environ: Mapping[str, str] | None = None) -> Trace
     names = [n.strip() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
     if names == ["none"]:
         return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or SERVICE_NAME})
+    attributes = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    named = bool(env.get("OTEL_SERVICE_NAME")) or "service.name=" in attributes
+    # the SDK reads both variables itself; the server's name only where neither gives one
+    resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
     provider = TracerProvider(resource=resource)
     for name in names:
         if name == "otlp":
@@ -150,6 +153,14 @@ class SessionTrace:
         elif isinstance(event, ev.InputAudioBufferSpeechStopped):
             if self._speech is not None and self._speech.item_id == event.item_id:
                 self._speech.stopped = now
+        elif isinstance(event, ev.ConversationItemAdded):
+            item = event.item
+            if (
+                self._speech is not None
+                and item.id != self._speech.item_id
+                and getattr(item, "role", None) == "user"
+            ):
+                self._speech = None  # the user typed instead: the next turn is not the speech's
         elif isinstance(event, ev.TranscriptionCompleted | ev.TranscriptionFailed):
             self._transcribed(event.item_id, now)
         elif isinstance(event, ev.ResponseCreated):
@@ -168,6 +179,8 @@ class SessionTrace:
             turn = self._turns.pop(event.response["id"], None)
             if turn is not None:
                 self._write_turn(turn, event.response, now)
+            for work_id in [w for w, r in self._aliases.items() if r == event.response["id"]]:
+                del self._aliases[work_id]
 
     def observe_result(self, result: ins.EngineResult) -> None:
         """One engine result the session's machine is fed (a transcript arrives as one even
@@ -187,7 +200,10 @@ class SessionTrace:
         now = _now()
         response_id = self._aliases.get(work_id, work_id)
         turn = self._turns.get(response_id)
-        marks = turn.marks if turn is not None else self._early_marks.setdefault(work_id, {})
+        if turn is None and work_id not in self._early_marks:
+            _bounded(self._early_marks)  # a speculation no response took leaves its marks
+            self._early_marks[work_id] = {}
+        marks = turn.marks if turn is not None else self._early_marks[work_id]
         if stage.endswith(".end"):
             marks[stage] = now
         else:
@@ -195,6 +211,7 @@ class SessionTrace:
 
     def alias(self, work_id: str, response_id: str) -> None:
         """The response ``response_id`` continues the work of speculation ``work_id``."""
+        _bounded(self._aliases)
         self._aliases[work_id] = response_id
         early = self._early_marks.pop(work_id, {})
         turn = self._turns.get(response_id)
@@ -203,8 +220,13 @@ class SessionTrace:
                 turn.marks.setdefault(stage, at)
 
     def end(self) -> None:
+        """The session ended: its turns still open end with it, then its span."""
+        now = _now()
+        for turn in list(self._turns.values()):
+            self._write_turn(turn, {"id": turn.response_id, "status": "session_ended"}, now)
+        self._turns.clear()
         if self.root is not None:
-            self.root.end()
+            self.root.end(end_time=now)
             self.root = None
 
     # --- spans -----------------------------------------------------------------------------
@@ -281,6 +303,16 @@ class SessionTrace:
             )
             span.set_status(Status(StatusCode.ERROR, error.get("message", "the response failed")))
         span.end(end_time=now)
+
+
+#: what a session's trace remembers of work no turn has claimed (speculations dropped)
+_MAX_PENDING = 32
+
+
+def _bounded(pending: dict[str, Any]) -> None:
+    """Make room for one more entry: the oldest go beyond ``_MAX_PENDING``."""
+    while len(pending) >= _MAX_PENDING:
+        del pending[next(iter(pending))]
 
 
 def _ms(marks: dict[str, int], start: str, end: str) -> float | None:

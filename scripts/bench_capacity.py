@@ -123,23 +123,38 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
+def haproxy_config(text: str, addresses: Sequence[str], bind: str) -> str:
+    """``deploy/haproxy/haproxy.cfg``'s ``text`` with each replica list holding
+    ``addresses`` (host:port), each line as the list's first line has it, and the frontend
+    bound to ``bind``."""
+    out, rest = [], text
+    while "    # --- replicas" in rest:
+        head, rest = rest.split("    # --- replicas", 1)
+        block, rest = rest.split("    # --- end of replicas ---\n", 1)
+        comment, first = block.split("\n")[:2]
+        fields = first.split()  # server NAME ADDRESS OPTIONS...
+        stem, options = fields[1].rstrip("0123456789"), " ".join(fields[3:])
+        lines = "".join(
+            f"    server {stem}{i} {address} {options}\n" for i, address in enumerate(addresses, 1)
+        )
+        out.append(head + "    # --- replicas" + comment + "\n" + lines)
+        out.append("    # --- end of replicas ---\n")
+    text = "".join(out) + rest
+    assert "bind :8765" in text
+    return text.replace("bind :8765", f"bind {bind}")
+
+
 @contextmanager
 def haproxy(ports: Sequence[int]) -> Any:
     """HAProxy with the shipped configuration in front of ``ports``; yields its port."""
     binary = shutil.which("haproxy")
     assert binary is not None
-    text = HAPROXY_CONFIG.read_text()
-    head, rest = text.split("    # --- replicas:", 1)
-    _, tail = rest.split("    # --- end of replicas ---\n", 1)
-    servers = "".join(
-        f"    server replica{i} {HOST}:{port} check\n"
-        f"    server replica{i}-full {HOST}:{port} backup\n"
-        for i, port in enumerate(ports, 1)
-    )
     port = free_port()
-    head = head.replace("bind :8765", f"bind {HOST}:{port}").replace("log global\n", "")
+    text = haproxy_config(
+        HAPROXY_CONFIG.read_text(), [f"{HOST}:{p}" for p in ports], f"{HOST}:{port}"
+    ).replace("    log global\n", "")
     with tempfile.NamedTemporaryFile("w", suffix=".cfg") as config:
-        config.write(head + servers + tail)
+        config.write(text)
         config.flush()
         process = subprocess.Popen(
             [binary, "-db", "-f", config.name],

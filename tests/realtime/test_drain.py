@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import types
 import urllib.error
 import urllib.request
 from typing import Any
@@ -104,5 +105,49 @@ def test_a_drain_that_runs_out_closes_the_sessions_left_with_1001() -> None:
         trio.run(body)
         server._thread.join(10)
         assert not server._thread.is_alive()
+    finally:
+        server.stop()
+
+
+def test_a_drain_gives_notice_on_readiness_before_it_refuses() -> None:
+    server = LiveServer(fake_pool(2), AppSettings()).start()
+    try:
+
+        async def body() -> None:
+            async with session(server):
+                server.begin_drain(timeout_s=30, notice_s=1.0)
+                await trio.sleep(0.1)
+                status, state = await trio.to_thread.run_sync(ready, server)
+                assert (status, state["status"]) == (503, "draining")
+                # during the notice a balancer that has not seen the 503 yet is still served
+                async with session(server) as late:
+                    assert late.created["type"] == "session.created"
+                await trio.sleep(1.2)
+                async with connect(server) as refused:
+                    error = json.loads(await refused.get_message())
+                    assert error["error"]["code"] == "server_shutting_down"
+
+        trio.run(body)
+    finally:
+        server.stop()
+
+
+def test_readiness_counts_only_free_healthy_pipelines_and_can_ignore_capacity() -> None:
+    pool = fake_pool(2)
+    server = LiveServer(pool, AppSettings()).start()
+    try:
+
+        async def body() -> None:
+            async with session(server):
+                # the other pipeline's engines are down: no session would be served
+                pool._free[0].workers = (types.SimpleNamespace(healthy=False),)  # type: ignore[assignment]
+                status, state = await trio.to_thread.run_sync(ready, server)
+                assert (status, state["status"], state["pipelines_free"]) == (503, "full", 0)
+                status, body = await trio.to_thread.run_sync(
+                    http_get, server, "/ready?ignore_capacity=1"
+                )
+                assert status == 200 and json.loads(body)["status"] == "ready"
+
+        trio.run(body)
     finally:
         server.stop()

@@ -25,6 +25,7 @@ import trio
 
 from realtime import AppSettings, SessionOptions
 from realtime.calls import CallSettings
+from scripts.bench_capacity import haproxy_config
 from tests.mcp_servers import free_port
 from tests.realtime.harness import Client, LiveServer, connect, fake_pool, session
 
@@ -40,20 +41,13 @@ CHECK_S = 1.5  #: the health checks' interval (1 s) and some: every replica has 
 
 def render(ports: Sequence[int], bind_port: int) -> str:
     """The shipped configuration with loopback replicas and a loopback frontend."""
-    text = CONFIG.read_text()
-    head, rest = text.split("    # --- replicas:", 1)
-    _, tail = rest.split("    # --- end of replicas ---\n", 1)
-    servers = "".join(
-        f"    server replica{i} 127.0.0.1:{port} check\n"
-        f"    server replica{i}-full 127.0.0.1:{port} backup\n"
-        for i, port in enumerate(ports, 1)
+    text = haproxy_config(
+        CONFIG.read_text(), [f"127.0.0.1:{p}" for p in ports], f"127.0.0.1:{bind_port}"
     )
-    assert "bind :8765" in head
-    head = head.replace("bind :8765", f"bind 127.0.0.1:{bind_port}")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 2 * 4000 + 100:  # too few descriptors for the shipped maxconn: fewer connections
-        head = head.replace("maxconn 4000", f"maxconn {(hard - 100) // 2}")
-    return head + servers + tail
+        text = text.replace("maxconn 4000", f"maxconn {(hard - 100) // 2}")
+    return text
 
 
 def open_files() -> None:
@@ -215,6 +209,29 @@ def test_a_webrtc_calls_requests_reach_the_replica_that_holds_it() -> None:
                     await caller.close()
 
             asyncio.run(body())
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def test_with_one_replica_dead_and_the_rest_full_a_refusal_is_prompt() -> None:
+    replicas = replica_set(2)
+    try:
+        with balancer(replicas) as lb:
+            replicas[1].stop()
+
+            async def body() -> None:
+                async with session(lb) as live:
+                    assert voice_of(live) == VOICES[0]
+                    await trio.sleep(2 * CHECK_S + 2)  # the checks see one full, one dead
+                    for _ in range(3):
+                        began = time.monotonic()
+                        async with connect(lb) as refused:
+                            error = json.loads(await refused.get_message())
+                        assert error["error"]["code"] == "session_limit_reached"
+                        assert time.monotonic() - began < 1.0
+
+            trio.run(body)
     finally:
         for replica in replicas:
             replica.stop()

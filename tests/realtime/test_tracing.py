@@ -52,6 +52,13 @@ async def speak(client: Client) -> None:
     await client.append(silence_pcm(200) + tone_pcm(600) + silence_pcm(700))
 
 
+async def traced_question(client: Client) -> None:
+    """Tracing on, a typed question and ``response.create``."""
+    await client.update_session(tracing="auto")
+    await client.user_text("Hello?")
+    await client.send({"type": "response.create"})
+
+
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
@@ -105,9 +112,7 @@ def test_a_barge_in_ends_the_turn_cancelled_with_its_event() -> None:
     provider, exporter = traced()
 
     async def body(client: Client) -> None:
-        await client.update_session(tracing="auto")
-        await client.user_text("Hello?")
-        await client.send({"type": "response.create"})
+        await traced_question(client)
         await client.until("response.output_audio.delta")
         await speak(client)  # the user talks over the answer
         events = await client.until("response.done")
@@ -228,3 +233,39 @@ def test_turns_are_exported_over_otlp_http(monkeypatch: pytest.MonkeyPatch) -> N
         if attribute.key == "service.name"
     }
     assert services == {"voice-test"}
+
+
+def test_speech_without_a_response_is_not_taken_by_a_later_typed_turn() -> None:
+    provider, exporter = traced()
+
+    async def body(client: Client) -> None:
+        await client.update_session(
+            tracing="auto",
+            audio={"input": {"turn_detection": {"type": "server_vad", "create_response": False}}},
+        )
+        await speak(client)
+        await client.until("input_audio_buffer.committed")
+        await client.user_text("Typed instead")
+        await client.send({"type": "response.create"})
+        await client.until("response.done")
+
+    run(provider, body)
+    turn = one(exporter.get_finished_spans(), "realtime.turn")
+    assert turn.attributes is not None
+    assert turn.attributes["realtime.turn.trigger"] == "client"
+    assert not [s for s in exporter.get_finished_spans() if s.name == "realtime.vad"]
+
+
+def test_a_turn_still_open_when_the_session_ends_is_written() -> None:
+    provider, exporter = traced()
+
+    async def body(client: Client) -> None:
+        await traced_question(client)
+        await client.until("response.output_audio.delta")
+
+    run(provider, body, pool(token_delay_s=0.2))
+    spans = exporter.get_finished_spans()
+    turn = one(spans, "realtime.turn")
+    assert turn.attributes is not None
+    assert turn.attributes["realtime.response.status"] == "session_ended"
+    assert one(spans, "realtime.session").end_time is not None
