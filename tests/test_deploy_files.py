@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -26,7 +27,8 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name)
+    """``name`` on the PATH, or beside this Python (its virtualenv's ``bin``, not activated)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         pytest.skip(f"{name} is not installed (the [test] extra installs it)")
     return found
