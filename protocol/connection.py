@@ -133,6 +133,7 @@ class RealtimeConnection(
         self.mcp_listings = {}
         self.mcp_approvals_used = set()
         self.mcp_requests = {}
+        self.mcp_unlisted = set()
 
     # --- public API --------------------------------------------------------------------------
 

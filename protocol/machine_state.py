@@ -87,6 +87,8 @@ class MachineState(abc.ABC):
     mcp_approvals_used: set[str]
     #: the tool each approval request of the session asked to call, by request item id
     mcp_requests: dict[str, McpFunction]
+    #: servers connected for an approved call though no listing names them: closed with it
+    mcp_unlisted: set[str]
 
     def transcription_options(self) -> TranscriptionOptions:
         """What the session asks its input transcriptions for now."""

@@ -46,6 +46,8 @@ class McpOutput(abc.ABC):
     mcp_in_flight: dict[str, int]
     #: approval requests of this response that the client has not answered yet
     approvals_pending: set[str]
+    #: the servers (connection keys) of the approved calls this response made
+    call_servers: set[str]
     #: whether the model is generating (a round started and has not completed)
     model_running: bool
     #: model rounds started so far (one, or none yet while approved calls come first)

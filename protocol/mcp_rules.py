@@ -91,7 +91,11 @@ class McpRules(MachineState):
         """Close the servers that neither the session nor a running response names."""
         wanted = {s.key for s in self.session.mcp_servers}
         for run in self.responses.values():
-            wanted |= {s.key for s in run.plan.mcp_servers}
+            wanted |= {s.key for s in run.plan.mcp_servers} | run.call_servers
+        for key in [k for k in self.mcp_unlisted if k not in wanted]:
+            self.mcp_unlisted.discard(key)
+            if key not in self.mcp_listings:
+                out.effects.append(CloseMcpServer(key))
         for key in [k for k in self.mcp_listings if k not in wanted]:
             listing = self.mcp_listings.pop(key)
             if listing.status == "listing":  # dropped before it ended: its item ends empty
@@ -239,6 +243,10 @@ class McpRules(MachineState):
             }
             out.events += run.mcp_call_done(item_id, None, error)
         else:
+            key = function.server.key
+            run.call_servers.add(key)
+            if key not in self.mcp_listings:  # a server no tool names any more: closed after
+                self.mcp_unlisted.add(key)
             out.effects.append(
                 CallMcpTool(run.id, item_id, function.server, request.name, request.arguments)
             )

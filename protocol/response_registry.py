@@ -155,7 +155,7 @@ class ResponseRegistry(MachineState):
 
     def _retire(self, run: ResponseRun, out: Output) -> None:
         del self.responses[run.id]
-        if run.plan.mcp_servers:
+        if run.plan.mcp_servers or run.call_servers:
             self._close_unused_mcp_servers(out)
         if self.playout is not None:
             out.events += self.playout.response_finished(run.id)

@@ -84,6 +84,7 @@ class ResponseRun(McpOutput):
         self.audio_items: dict[str, tuple[float, list[tuple[float, str]]]] = {}
         self.mcp_in_flight: dict[str, int] = {}
         self.approvals_pending: set[str] = set()
+        self.call_servers: set[str] = set()
         self.model_running = False
         self.rounds = 0
         self.tokens = (0, 0)

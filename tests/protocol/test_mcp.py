@@ -543,3 +543,21 @@ def test_a_response_create_may_bring_its_own_mcp_server() -> None:
     speak_audio(d, rid, ("Hi.",))
     d.feed(ins.ResponseComplete(rid))
     assert fx.CloseMcpServer(listing.server.key) in d.last_effects
+
+
+def test_a_server_connected_only_for_an_approved_call_is_closed_after_it() -> None:
+    d = Driver()
+    own = mcp_tool("calendar", "http://127.0.0.1:9/cal", require_approval="always")
+    user_text(d, "Hi")
+    rid = created_id(response_create(d, tools=[own]))
+    listing = d.effect(fx.ListMcpTools)
+    d.feed(ins.McpToolsListed(listing.item_id, (FORECAST,)))
+    request_id = call_forecast(d, rid)[-1]["item"]["id"]
+    d.feed(ins.ResponseComplete(rid))
+    d.send({"type": "response.cancel"})  # its server is closed with it
+    assert fx.CloseMcpServer(listing.server.key) in d.last_effects
+    later = created_id(approve(d, request_id, True))
+    call = d.effect(fx.CallMcpTool)
+    events = d.feed(ins.McpCallDone(later, call.item_id, output="Sunny"))
+    assert types(events)[-1] == "response.done"
+    assert d.last_effects == [fx.CloseMcpServer(listing.server.key)]
