@@ -31,7 +31,6 @@ import argparse
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import trio_websocket
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.bench_server import HOST, SILENCE, frame_type, zero_cost_pool
+from scripts.bench_transcription import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 HAPROXY_CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
@@ -55,12 +55,6 @@ CHUNK_S = 0.02
 ASK_EVERY_S = 2.0
 WARMUP_S = 2.0
 TARGET_MS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # --- a replica -------------------------------------------------------------------------------

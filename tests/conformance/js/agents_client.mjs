@@ -7,7 +7,7 @@
 // SDK's error events, and every server event that fails the SDK's own event schema (the SDK
 // drops those silently, so the script checks each frame itself).
 
-import { RATE, utterance, watch } from './common.mjs';
+import { finisher, sendSpeech, utterance, watch } from './common.mjs';
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool } from '@openai/agents/realtime';
 import { z } from 'zod';
 
@@ -66,28 +66,11 @@ function answered() {
 
 async function speak(audio) {
   const next = answered();
-  const chunk = (RATE * 2) / 10; // 100 ms
-  for (let i = 0; i < audio.byteLength; i += chunk) {
-    session.sendAudio(audio.slice(i, i + chunk));
-  }
+  sendSpeech(session, audio);
   summary.turns.push(await next);
 }
 
-const timer = setTimeout(() => {
-  summary.errors.push(`timed out after ${TIMEOUT_MS} ms`);
-  finish(1);
-}, TIMEOUT_MS);
-
-function finish(code) {
-  clearTimeout(timer);
-  summary.eventTypes = [...seenTypes].sort();
-  console.log(JSON.stringify(summary));
-  try {
-    session.close();
-  } finally {
-    process.exit(code);
-  }
-}
+const finish = finisher(session, summary, seenTypes, TIMEOUT_MS);
 
 try {
   // the key is sent as `Authorization: Bearer`; the server checks it only when it has one set

@@ -10,7 +10,7 @@
 // the SDK's error events and every server event that fails the SDK's own event schema.
 
 import { hostedMcpTool } from '@openai/agents';
-import { RATE, utterance, watch } from './common.mjs';
+import { finisher, sendSpeech, utterance, watch } from './common.mjs';
 import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from '@openai/agents/realtime';
 
 const [url, mcpUrl, approval] = process.argv.slice(2);
@@ -60,30 +60,12 @@ const answered = new Promise((resolve) => {
   });
 });
 
-const timer = setTimeout(() => {
-  summary.errors.push(`timed out after ${TIMEOUT_MS} ms`);
-  finish(1);
-}, TIMEOUT_MS);
-
-function finish(code) {
-  clearTimeout(timer);
-  summary.eventTypes = [...seenTypes].sort();
-  console.log(JSON.stringify(summary));
-  try {
-    session.close();
-  } finally {
-    process.exit(code);
-  }
-}
+const finish = finisher(session, summary, seenTypes, TIMEOUT_MS);
 
 try {
   await session.connect({ apiKey: 'sk-local-test' });
   await listed;
-  const audio = utterance(200, 1600); // the weather question
-  const chunk = (RATE * 2) / 10;
-  for (let i = 0; i < audio.byteLength; i += chunk) {
-    session.sendAudio(audio.slice(i, i + chunk));
-  }
+  sendSpeech(session, utterance(200, 1600)); // the weather question
   summary.answers.push(await answered);
   finish(0);
 } catch (error) {

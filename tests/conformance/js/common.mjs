@@ -38,3 +38,35 @@ export function watch(transport, session, summary, seenTypes) {
     summary.errors.push(detail instanceof Error ? detail.message : JSON.stringify(detail));
   });
 }
+
+/** Sends `audio` (PCM16) to `session` in 100 ms appends, as a microphone would. */
+export function sendSpeech(session, audio) {
+  const chunk = (RATE * 2) / 10;
+  for (let i = 0; i < audio.byteLength; i += chunk) {
+    session.sendAudio(audio.slice(i, i + chunk));
+  }
+}
+
+/**
+ * The script's end: `finish(code)` prints `summary` (with the event types seen) as one JSON
+ * line, closes `session` and exits; it is called by itself with 1 after `timeoutMs`.
+ */
+export function finisher(session, summary, seenTypes, timeoutMs) {
+  const timer = setTimeout(() => {
+    summary.errors.push(`timed out after ${timeoutMs} ms`);
+    finish(1);
+  }, timeoutMs);
+
+  function finish(code) {
+    clearTimeout(timer);
+    summary.eventTypes = [...seenTypes].sort();
+    console.log(JSON.stringify(summary));
+    try {
+      session.close();
+    } finally {
+      process.exit(code);
+    }
+  }
+
+  return finish;
+}
