@@ -50,6 +50,10 @@ SESSION_LIFETIME_S = 60 * 60
 
 
 #: the client events a transcription session accepts (it has no conversation or responses)
+#: where a session's audio travels: in events, or on a call the server plays out itself
+TRANSPORTS = ("websocket", "webrtc", "phone")
+CALL_TRANSPORTS = ("webrtc", "phone")
+
 TRANSCRIPTION_EVENTS: tuple[type[ev.ClientEvent], ...] = (
     ev.SessionUpdate,
     ev.InputAudioBufferAppend,
@@ -88,9 +92,10 @@ class RealtimeConnection(
         clients see is the same either way, apart from timing. ``turn_model``: the shell
         answers ``ScoreTurn`` (``semantic_vad`` then ends turns on the model's decision;
         without one it uses fixed silence windows, see ``turns.py``). ``transport``:
-        ``"websocket"``, or ``"webrtc"`` (input audio from the call's track, answer audio to
-        it, the output buffer reported as in ``playout.py``)."""
-        if transport not in ("websocket", "webrtc"):
+        ``"websocket"``, ``"webrtc"`` (input audio from the call's track, answer audio to
+        it, the output buffer reported as in ``playout.py``) or ``"phone"`` (the same over a
+        phone line; key presses arrive as ``inputs.DtmfReceived``)."""
+        if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}")
         session_id = session_id or ids.session_id()
         expires_at = int(now()) + SESSION_LIFETIME_S
@@ -121,7 +126,7 @@ class RealtimeConnection(
         self.default_response_id = None
         self.last_response_id = None
         self.audio_items = {}
-        self.playout = Playout() if transport == "webrtc" else None
+        self.playout = Playout() if transport in CALL_TRANSPORTS else None
         self.pending_transcripts = set()
         self.transcript_sent = {}
         self.hypotheses = {}
@@ -243,6 +248,7 @@ class RealtimeConnection(
         ins.PlayoutStarted: ResponseRegistry._on_playout_started,
         ins.PlayoutStopped: ResponseRegistry._on_playout_stopped,
         ins.PlayoutCleared: ResponseRegistry._on_playout_cleared,
+        ins.DtmfReceived: InputBufferRules._on_dtmf,
         ins.McpToolsListed: McpRules._on_mcp_tools_listed,
         ins.McpToolsListFailed: McpRules._on_mcp_tools_list_failed,
         ins.McpCallDone: McpRules._on_mcp_call_done,

@@ -284,6 +284,17 @@ class InputAudioBufferTimeoutTriggered(ServerEvent):
 
 @_server_event
 @attrs.frozen(kw_only=True)
+class InputAudioBufferDtmfEventReceived(ServerEvent):
+    """A phone call's caller pressed a key (``0``-``9``, ``*``, ``#``, ``A``-``D``);
+    ``received_at``: Unix seconds when the server received it."""
+
+    TYPE = "input_audio_buffer.dtmf_event_received"
+    event: str
+    received_at: int
+
+
+@_server_event
+@attrs.frozen(kw_only=True)
 class TranscriptionDelta(ServerEvent):
     TYPE = "conversation.item.input_audio_transcription.delta"
     item_id: str

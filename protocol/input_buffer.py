@@ -39,6 +39,8 @@ from .turns import (
 
 #: OpenAI refuses to commit less audio than this
 MIN_COMMIT_MS = 100
+#: the keys of a telephone keypad (DTMF)
+DTMF_KEYS = "0123456789*#ABCD"
 
 
 class InputBufferRules(MachineState):
@@ -55,8 +57,8 @@ class InputBufferRules(MachineState):
         if self.playout is not None:
             raise ProtocolError(
                 "invalid_value",
-                "input_audio_buffer.append is not available over WebRTC: the input audio "
-                "comes from the call's audio track.",
+                "input_audio_buffer.append is not available on a call: the input audio "
+                "comes from the call's own audio (its WebRTC track or phone line).",
                 "type",
             )
         fmt = self.session.input_format
@@ -79,6 +81,15 @@ class InputBufferRules(MachineState):
         self._go("append")
         self.timeline_ms += result.duration_ms
         out.effects.append(AcceptMediaAudio(self.turns is not None))
+
+    def _on_dtmf(self, result: ins.DtmfReceived, out: Output) -> None:
+        """A key press on a phone call: told to the client as it is, nothing else changes
+        (OpenAI's SIP calls do the same; the application decides what a key means)."""
+        if result.digit not in DTMF_KEYS or len(result.digit) != 1:
+            return  # not a keypad key: the shell's transport reported garbage
+        out.events.append(
+            ev.InputAudioBufferDtmfEventReceived(event=result.digit, received_at=result.received_at)
+        )
 
     def _on_commit(self, event: ev.InputAudioBufferCommit, out: Output) -> None:
         buffered = self.timeline_ms - self.buffer_start_ms

@@ -108,7 +108,7 @@ class SpeculationTranscribed:
 
 @attrs.frozen
 class MediaAudio:
-    """WebRTC: ``duration_ms`` of the caller's audio arrived on the call's track (the shell
+    """A call: ``duration_ms`` of the caller's audio arrived on the call's line (the shell
     holds the samples; this keeps the input timeline and the buffer's state)."""
 
     duration_ms: float
@@ -130,6 +130,14 @@ class PlayoutCleared:
     ``dropped_ms`` of queued audio was never heard."""
 
     dropped_ms: float
+
+
+@attrs.frozen
+class DtmfReceived:
+    """Phone: the caller pressed ``digit`` on the keypad, received at ``received_at`` (Unix s)."""
+
+    digit: str
+    received_at: int
 
 
 @attrs.frozen
@@ -175,6 +183,7 @@ EngineResult = (
     | PlayoutStarted
     | PlayoutStopped
     | PlayoutCleared
+    | DtmfReceived
     | McpToolsListed
     | McpToolsListFailed
     | McpCallDone

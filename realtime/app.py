@@ -9,11 +9,14 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from . import twilio
 from .calls import CallRefused, Calls, error_body
 from .endpoint import AppSettings, RealtimeEndpoint, Router, key_accepted, offered_key
 from .metrics import Metrics, render_workers
 from .page import register_page
+from .phone import PhoneCalls
 from .pool import PipelinePool
+from .rtc_calls import WebRtcCalls
 
 
 def create_app(
@@ -25,7 +28,8 @@ def create_app(
 ) -> Router:
     metrics.pool_size = pool.size
     endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown, calls, calls.draining)
-    return Router(endpoint, create_http_app(pool, metrics, settings, shutdown, calls))
+    phone = PhoneCalls(calls, settings.phone)
+    return Router(endpoint, create_http_app(pool, metrics, settings, shutdown, calls, phone), phone)
 
 
 def create_http_app(
@@ -34,10 +38,13 @@ def create_http_app(
     settings: AppSettings,
     shutdown: trio.Event,
     calls: Calls,
+    phone: PhoneCalls | None = None,
 ) -> QuartTrio:
-    """``GET /`` (the browser page), ``/ready``, ``/health``, ``/metrics`` and the WebRTC
-    calls."""
+    """``GET /`` (the browser page), ``/ready``, ``/health``, ``/metrics``, the WebRTC calls,
+    call control and the phone provider's webhooks."""
     app = QuartTrio(__name__)
+    webrtc = WebRtcCalls(calls)
+    phone = phone if phone is not None else PhoneCalls(calls, settings.phone)
 
     def refusal(error: CallRefused) -> Response:
         return Response(
@@ -99,7 +106,7 @@ def create_http_app(
             return refused
         try:
             sdp, session = await offer()
-            call_id, answer = await calls.create(sdp, session, request.args.get("model"))
+            call_id, answer = await webrtc.create(sdp, session, request.args.get("model"))
         except CallRefused as error:
             return refusal(error)
         location = f"/v1/realtime/calls/{call_id}"
@@ -113,13 +120,55 @@ def create_http_app(
         refused = key_refused()
         if refused is not None:
             return refused
-        if calls.hang_up(call_id):
+        if phone.hang_up(call_id):
             return Response("", status=200)
         return refusal(
             CallRefused(
                 404, "call_not_found", f"No live call with id {call_id!r}.", "invalid_request_error"
             )
         )
+
+    async def control_body() -> dict[str, Any]:
+        """A call-control request's JSON object (an empty body is an empty object)."""
+        text = await request.get_data(as_text=True)
+        try:
+            body = json.loads(text) if text.strip() else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise CallRefused(
+                400,
+                "invalid_json",
+                "The request body is not a JSON object.",
+                "invalid_request_error",
+            )
+        return body
+
+    controls = {
+        "accept": lambda call_id, body: phone.accept(call_id, body),
+        "reject": lambda call_id, body: phone.reject(call_id, body.get("status_code")),
+        "refer": lambda call_id, body: phone.refer(call_id, body.get("target_uri")),
+    }
+
+    @app.post("/v1/realtime/calls/<call_id>/<action>")
+    async def control(call_id: str, action: str) -> Response:
+        """Accept, reject or refer a phone call (``hangup`` is above), as OpenAI's SIP
+        calls are controlled."""
+        refused = key_refused()
+        if refused is not None:
+            return refused
+        try:
+            if action not in controls:
+                raise CallRefused(
+                    404,
+                    "unknown_action",
+                    f"Unknown call action {action!r}: accept, reject, refer or hangup.",
+                    "invalid_request_error",
+                )
+            controls[action](call_id, await control_body())
+        except CallRefused as error:
+            return refusal(error)
+        return Response("", status=200)
 
     def stopping() -> str | None:
         if shutdown.is_set():
@@ -171,5 +220,6 @@ def create_http_app(
         text = metrics.render() + render_workers(pool.workers(), pool.healthy)
         return Response(text, content_type="text/plain; version=0.0.4")
 
+    twilio.register(app, phone)
     register_page(app)
     return app

@@ -1,18 +1,22 @@
-"""Realtime calls over WebRTC: ``POST /v1/realtime/calls`` and what a call is while it lasts.
+"""Calls: sessions whose audio the server carries itself, on any transport.
 
-A call is a session whose events travel on the peer's ``oai-events`` data channel and whose
-audio travels on its media tracks. Its session runs in the server's calls nursery (it
-outlives the HTTP request that created it) and ends on hang-up (``DELETE`` on its location,
-or ``POST .../hangup``), when the peer connection closes or fails, or when it never connects.
-Application servers may join a live call with a WebSocket at ``/v1/realtime?call_id=ID``
-(sideband control): they see and send the same events as the data channel.
+A call is a session whose answer audio the server plays out on the caller's line (a WebRTC
+peer's track, ``rtc_calls.py``; a phone call's media stream, ``phone.py``) and whose
+caller audio comes from it. Its session runs in the server's calls nursery (it outlives the
+request that created it) and ends on hang-up (``DELETE`` on its location, or
+``POST .../hangup``), when the line closes, or when it never connects. Application servers
+may join a live call with a WebSocket at ``/v1/realtime?call_id=ID`` (sideband control):
+they see and send the same events as the call's own event channel, if it has one.
+
+:class:`Call` is what every transport shares (its id, its event, audio and report channels,
+its sidebands, its end); :class:`Calls` holds the live ones and runs their sessions.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,15 +25,14 @@ import attrs
 import numpy as np
 import trio
 
-from protocol import ProtocolError, RealtimeConnection
-from protocol.session import deep_merge
+from protocol import inputs as ins
 
 from .input_audio import ENGINE_RATE
 from .metrics import Metrics
 from .outbox import Outbox
 from .pool import Pipeline, PipelinePool, PoolExhausted
-from .rtc_loop import RtcLoopClosed
-from .session import SessionOptions, SessionRunner
+from .ports import CallMedia, SessionOptions
+from .session import SessionRunner
 
 log = logging.getLogger("realtime.calls")
 
@@ -37,14 +40,14 @@ log = logging.getLogger("realtime.calls")
 SIDEBAND_QUEUE = 256
 #: caller audio chunks (20 ms each) queued for the session before the oldest are dropped
 AUDIO_QUEUE = 100
-#: client events queued from the data channel and sidebands
+#: client events queued from the call's event channel and sidebands
 EVENT_QUEUE = 256
 
 Float32 = np.ndarray
 
 
 class CallRefused(Exception):
-    """A call cannot be created; ``status`` and ``error`` are the HTTP answer."""
+    """A call cannot be created or changed; ``status`` and ``error`` are the HTTP answer."""
 
     def __init__(self, status: int, code: str, message: str, error_type: str) -> None:
         super().__init__(message)
@@ -59,64 +62,37 @@ class CallSettings:
     #: local addresses offered as ICE host candidates; None = every interface but loopback
     host_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[str, ...] = ()  #: STUN/TURN URLs for the server's own candidates
-    connect_timeout_s: float = 20.0  #: a call whose data channel never opens ends after this
+    connect_timeout_s: float = 20.0  #: a call whose line never connects ends after this
 
 
-class CallMedia:
-    """The session's side of a call's audio: caller audio in, answer audio out (Trio side)."""
+class Call(abc.ABC):
+    """One live call: the channels that cross to its session, and the sidebands.
 
-    def __init__(self, call: Call) -> None:
-        self._call = call
-        self.audio_in = call.audio_receive  #: float32 mono chunks at the input rate
-        self.playout = call.playout_receive  #: "started" / "stopped" as the output plays
+    The transport reports into it from the Trio thread: :meth:`client_event` (a client event
+    from the line's own event channel or a sideband), :meth:`caller_audio` (float32 mono at
+    ``ENGINE_RATE``), :meth:`report` (what happened on the line: playout started or stopped,
+    a key pressed), and sets :attr:`connected` once the line carries audio.
+    """
 
-    def play(self, samples: Float32) -> None:
-        """Queue float32 mono samples at 48 kHz behind what is queued."""
-        self._call.rtc.post(self._call.peer.output.play, samples)
+    #: the session's transport (``protocol.connection.TRANSPORTS``)
+    transport = "webrtc"
 
-    async def clear(self) -> int:
-        """Drop the queued output at once; returns the 48 kHz samples dropped."""
-
-        async def clear() -> int:
-            return int(self._call.peer.output.clear())
-
-        return await self._call.rtc.call(clear)
-
-
-class Call:
-    """One live call: the peer, the channels that cross to Trio, and the sidebands."""
-
-    def __init__(
-        self, call_id: str, rtc: Any, input_rate: int, ice_servers: tuple[str, ...] = ()
-    ) -> None:
-        from .rtc_peer import PeerEvents, RtcPeer
-
+    def __init__(self, call_id: str) -> None:
         self.call_id = call_id
-        self.rtc = rtc
         self.created = time.monotonic()
         self.events_send, self.events_receive = trio.open_memory_channel[str | bytes](EVENT_QUEUE)
         self.audio_send, self.audio_receive = trio.open_memory_channel[Float32](AUDIO_QUEUE)
-        self.playout_send, self.playout_receive = trio.open_memory_channel[str](64)
-        self.channel_open = trio.Event()
+        self.reports_send, self.reports_receive = trio.open_memory_channel[ins.EngineResult](64)
+        self.connected = trio.Event()  #: the line is up: the session starts
         self.scope = trio.CancelScope()
         self.sidebands: dict[int, trio.MemorySendChannel[str]] = {}
         self.ended_callbacks: list[Callable[[], None]] = []
+        self.ended = trio.Event()
         self.dropped_audio = 0  #: caller samples dropped because the session fell behind
-        to_trio = rtc.to_trio
-        self.peer = RtcPeer(
-            PeerEvents(
-                channel_open=lambda: to_trio(self.channel_open.set),
-                message=lambda m: to_trio(self._client_event, m),
-                audio=lambda a: to_trio(self._caller_audio, a),
-                output_started=lambda: to_trio(self._playout, "started"),
-                output_stopped=lambda: to_trio(self._playout, "stopped"),
-                closed=lambda: to_trio(self.hang_up),
-            ),
-            input_rate=input_rate,
-            ice_servers=ice_servers,
-        )
 
-    def _client_event(self, message: str | bytes) -> None:
+    # --- the transport's side ------------------------------------------------------------
+
+    def client_event(self, message: str | bytes) -> None:
         try:
             self.events_send.send_nowait(message)
         except trio.WouldBlock:
@@ -125,7 +101,7 @@ class Call:
         except trio.ClosedResourceError:
             pass
 
-    def _caller_audio(self, samples: Float32) -> None:
+    def caller_audio(self, samples: Float32) -> None:
         try:
             self.audio_send.send_nowait(samples)
         except trio.WouldBlock:
@@ -133,19 +109,39 @@ class Call:
         except trio.ClosedResourceError:
             pass
 
-    def _playout(self, mark: str) -> None:
+    def report(self, result: ins.EngineResult) -> None:
         try:
-            self.playout_send.send_nowait(mark)
+            self.reports_send.send_nowait(result)
         except (trio.WouldBlock, trio.ClosedResourceError):
             pass
 
     def hang_up(self) -> None:
-        """End the call (idempotent): the session stops, the peer closes, sidebands close."""
+        """End the call (idempotent): the session stops, the line closes, sidebands close."""
         self.scope.cancel()
 
+    # --- what each transport provides ----------------------------------------------------
+
+    @abc.abstractmethod
+    def media(self) -> CallMedia:
+        """The session's side of the call's audio."""
+
+    def configure(self, options: SessionOptions) -> SessionOptions:
+        """The session's options as the call was set up (a phone call's accept gives its
+        session config only once it is answered)."""
+        return options
+
+    def deliver(self, frame: str) -> None:  # noqa: B027 (optional: a line may have none)
+        """One server event to the line's own event channel (a phone line has none)."""
+
+    async def close(self) -> None:
+        """Close the line once the session has ended (runs shielded, bounded)."""
+        await trio.lowlevel.checkpoint()
+
+    # --- events and sidebands ------------------------------------------------------------
+
     async def send(self, frame: str) -> None:
-        """One server event to the data channel and every sideband."""
-        self.rtc.post(self.peer.send, frame)
+        """One server event to the line's event channel and every sideband."""
+        self.deliver(frame)
         for key, channel in list(self.sidebands.items()):
             try:
                 channel.send_nowait(frame)
@@ -171,7 +167,7 @@ class Call:
 
 
 class CallPort:
-    """The session's incoming events: the data channel's and the sidebands', in arrival order."""
+    """The session's incoming events: the line's and the sidebands', in arrival order."""
 
     def __init__(self, call: Call) -> None:
         self._events = call.events_receive
@@ -202,8 +198,7 @@ class Calls:
         self.unready = unready if unready is not None else trio.Event()
         self.live: dict[str, Call] = {}
         self._call_ended = trio.lowlevel.ParkingLot()
-        self._nursery: trio.Nursery | None = None
-        self._rtc: Any = None
+        self.nursery: trio.Nursery | None = None
 
     async def all_ended(self) -> None:
         """Return once no call is live."""
@@ -213,50 +208,22 @@ class Calls:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The calls nursery; cancelled with the server."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.nursery = nursery
             task_status.started()
             await trio.sleep_forever()
 
-    async def _loop(self) -> Any:
-        """The WebRTC loop, started on the first call (aiortc loads only when used)."""
-        if self._rtc is None:
-            try:
-                from .rtc_loop import RtcLoop
-                from .rtc_peer import use_host_addresses
-            except ImportError as exc:
-                raise CallRefused(
-                    501,
-                    "webrtc_unavailable",
-                    f"WebRTC needs the [webrtc] extra ({exc.name} is missing): "
-                    "pip install -e '.[webrtc]'",
-                    "server_error",
-                ) from None
-            assert self._nursery is not None
-            use_host_addresses(self.settings.host_addresses)
-            rtc = RtcLoop()
-            await self._nursery.start(rtc.run)
-            self._rtc = rtc
-        return self._rtc
-
-    async def create(
-        self, offer_sdp: str, session: dict[str, Any] | None, model: str | None
-    ) -> tuple[str, str]:
-        """Answer an offer and start the call's session; returns (call_id, answer SDP)."""
+    def check_open(self) -> None:
+        """Refuse a new call while the server drains or stops."""
         if self.shutdown.is_set() or self.draining.is_set():
             self.metrics.sessions_refused += 1
             raise CallRefused(
                 503, "server_shutting_down", "The server is shutting down.", "server_error"
             )
-        defaults = self.options.session_defaults
-        if session:
-            defaults = deep_merge(defaults, session)
-            try:
-                RealtimeConnection(session_defaults=defaults)
-            except ProtocolError as exc:
-                raise CallRefused(400, exc.code, exc.message, "invalid_request_error") from None
-        rtc = await self._loop()
+
+    def acquire(self) -> Pipeline:
+        """A pipeline for a new call, or ``session_limit_reached``."""
         try:
-            pipeline = self.pool.acquire()
+            return self.pool.acquire()
         except PoolExhausted:
             self.metrics.sessions_refused += 1
             raise CallRefused(
@@ -266,66 +233,50 @@ class Calls:
                 "try again later.",
                 "server_error",
             ) from None
-        call_id = "rtc_" + secrets.token_hex(12)
-        try:
-            call = Call(call_id, rtc, ENGINE_RATE, self.settings.ice_servers)
-            from .rtc_peer import OfferError
 
-            try:
-                with trio.fail_after(self.settings.connect_timeout_s):
-                    answer = await rtc.call(call.peer.answer, offer_sdp)
-            except OfferError as exc:
-                raise CallRefused(400, "invalid_offer", str(exc), "invalid_request_error") from None
-            except trio.TooSlowError:
-                raise CallRefused(
-                    504,
-                    "ice_gathering_timeout",
-                    "Gathering ICE candidates took too long.",
-                    "server_error",
-                ) from None
-        except BaseException:
-            self.pool.release(pipeline)
-            raise
-        options = attrs.evolve(
-            self.options,
-            model=model or self.options.model,
-            session_defaults=defaults,
-            transport="webrtc",
-        )
-        self.live[call_id] = call
+    def start(
+        self,
+        call: Call,
+        pipeline: Pipeline,
+        options: SessionOptions,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        """The call is live: it holds ``pipeline`` until it ends; its session starts once its
+        line connects (within ``connect_timeout_s``, the settings' by default)."""
+        self.live[call.call_id] = call
         self.metrics.calls_live += 1
-        forget = rtc.on_close(call.peer.close)  # closed with the loop if the server stops first
-        call.ended_callbacks.append(forget)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._serve, call, pipeline, options)
-        return call_id, answer
+        if connect_timeout_s is None:
+            connect_timeout_s = self.settings.connect_timeout_s
+        assert self.nursery is not None
+        self.nursery.start_soon(self._serve, call, pipeline, options, connect_timeout_s)
 
-    async def _serve(self, call: Call, pipeline: Pipeline, options: SessionOptions) -> None:
-        log.info("call %s: answered; waiting for the data channel", call.call_id)
+    async def _serve(
+        self, call: Call, pipeline: Pipeline, options: SessionOptions, timeout_s: float
+    ) -> None:
+        log.info("call %s (%s): waiting for the line to connect", call.call_id, call.transport)
         try:
             with call.scope:
-                with trio.move_on_after(self.settings.connect_timeout_s) as waiting:
-                    await call.channel_open.wait()
+                with trio.move_on_after(timeout_s) as waiting:
+                    await call.connected.wait()
                 if waiting.cancelled_caught:
                     log.info("call %s: never connected; releasing its slot", call.call_id)
                     return
-                await self._run_session(call, pipeline, options)
+                await self._run_session(call, pipeline, call.configure(options))
         finally:
             del self.live[call.call_id]
             self.metrics.calls_live -= 1
             self._call_ended.unpark_all()
             self.pool.release(pipeline)
+            call.ended.set()
             for callback in call.ended_callbacks:
                 callback()
             for key in list(call.sidebands):
                 call.leave(key)
             with trio.CancelScope(shield=True), trio.move_on_after(3):
                 try:
-                    await call.rtc.call(call.peer.close)
-                except RtcLoopClosed:
-                    pass  # the server is stopping; the loop closed every peer
+                    await call.close()
                 except Exception:
-                    log.exception("call %s: closing the peer failed", call.call_id)
+                    log.exception("call %s: closing the line failed", call.call_id)
             log.info("call %s ended after %.1f s", call.call_id, time.monotonic() - call.created)
             if call.dropped_audio:
                 log.warning(
@@ -348,7 +299,7 @@ class Calls:
                     self.metrics,
                     outbox,
                     self.shutdown,
-                    media=CallMedia(call),
+                    media=call.media(),
                 )
                 await runner.run()
             finally:
@@ -386,7 +337,7 @@ async def sideband(
                     break
                 if message["type"] == "websocket.receive":
                     text = message.get("text")
-                    call._client_event(text if text is not None else message.get("bytes") or b"")
+                    call.client_event(text if text is not None else message.get("bytes") or b"")
             nursery.cancel_scope.cancel()
     finally:
         call.leave(key)

@@ -34,6 +34,7 @@ from .flags import (
     mcp_allowed_urls,
     parse_args,
     parser,
+    phone_settings,
     session_defaults,
     transcription_defaults,
 )
@@ -200,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = AppSettings(
         api_key=args.api_key or None,
         calls=call_settings(args),
+        phone=phone_settings(args),
         session=SessionOptions(
             model=args.model,
             session_defaults=session_defaults(args),

@@ -21,9 +21,11 @@ import trio
 from protocol import encode_server_event
 from protocol import events as ev
 
+from . import twilio
 from .calls import Calls, CallSettings, sideband
 from .metrics import Metrics
 from .outbox import Outbox
+from .phone import PhoneCalls, PhoneSettings
 from .pool import PipelinePool, PoolExhausted
 from .session import SessionOptions, SessionRunner
 
@@ -50,6 +52,7 @@ class AppSettings:
     api_key: str | None = None
     session: SessionOptions = attrs.Factory(SessionOptions)
     calls: CallSettings = attrs.Factory(CallSettings)
+    phone: PhoneSettings = attrs.Factory(PhoneSettings)
 
 
 def key_accepted(required: str | None, offered: str | None) -> bool:
@@ -221,13 +224,21 @@ async def _refuse(
 
 @attrs.define
 class Router:
-    """ASGI: ``/v1/realtime`` WebSocket connections to the endpoint, the rest to the HTTP app."""
+    """ASGI: ``/v1/realtime`` WebSocket connections to the endpoint, phone media streams to
+    their adapter, the rest to the HTTP app."""
 
     endpoint: RealtimeEndpoint
     http_app: ASGIApp
+    phone: PhoneCalls | None = None  #: phone calls' media streams (``twilio.py``)
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
             await self.endpoint(scope, receive, send)
+        elif (
+            scope["type"] == "websocket"
+            and self.phone is not None
+            and str(scope["path"]).startswith(twilio.MEDIA_PATH)
+        ):
+            await twilio.media_stream(self.phone, scope, receive, send)
         else:
             await self.http_app(scope, receive, send)

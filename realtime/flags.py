@@ -15,6 +15,7 @@ from engines.choice import EMBEDDED_LLM_MAX_TOKENS, EMBEDDED_LLM_TEMPERATURE
 
 from .calls import CallSettings
 from .mcp_client import check_allowed_url
+from .phone import PhoneSettings
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -197,6 +198,41 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="WebRTC: a call whose data channel has not opened after this long is ended",
+    )
+    phone = p.add_argument_group("phone calls (Twilio Media Streams; see the README)")
+    phone.add_argument(
+        "--phone_public_url",
+        default=os.environ.get("REALTIME_PUBLIC_URL"),
+        help="the server's public base URL as the phone provider reaches it, e.g. "
+        "https://voice.example.com: media stream URLs and Twilio's signature check use it "
+        "(default: $REALTIME_PUBLIC_URL, else each request's Host)",
+    )
+    phone.add_argument(
+        "--twilio_auth_token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN"),
+        help="check X-Twilio-Signature on Twilio's webhooks with this token "
+        "(default: $TWILIO_AUTH_TOKEN; unset: unchecked)",
+    )
+    phone.add_argument(
+        "--call_webhook_url",
+        default=os.environ.get("REALTIME_CALL_WEBHOOK_URL"),
+        help="POST a realtime.call.incoming event here for each phone call; the application "
+        "accepts or rejects it at /v1/realtime/calls/{call_id}/accept|reject "
+        "(default: $REALTIME_CALL_WEBHOOK_URL; unset: every call is accepted with the "
+        "default session)",
+    )
+    phone.add_argument(
+        "--call_webhook_secret",
+        default=os.environ.get("REALTIME_WEBHOOK_SECRET"),
+        help="sign the call webhooks with this secret (whsec_..., as OpenAI's webhooks; "
+        "default: $REALTIME_WEBHOOK_SECRET)",
+    )
+    phone.add_argument(
+        "--phone_accept_timeout_s",
+        type=float,
+        default=10.0,
+        help="a phone call the application neither accepts nor rejects within this long is "
+        "told so in a spoken sentence and hung up",
     )
     server.add_argument(
         "--log_level",
@@ -444,6 +480,19 @@ def mcp_allowed_urls(args: argparse.Namespace) -> tuple[str, ...] | None:
         return tuple(check_allowed_url(u) for u in entries)
     except ValueError as error:
         raise SystemExit(f"--mcp_allowed_urls: {error}") from None
+
+
+def phone_settings(args: argparse.Namespace) -> PhoneSettings:
+    url = args.phone_public_url
+    if url and not url.startswith(("https://", "http://")):
+        raise SystemExit(f"--phone_public_url: expected an http(s) URL, got {url!r}")
+    return PhoneSettings(
+        public_url=url.rstrip("/") if url else None,
+        twilio_auth_token=args.twilio_auth_token or None,
+        webhook_url=args.call_webhook_url or None,
+        webhook_secret=args.call_webhook_secret or None,
+        accept_timeout_s=args.phone_accept_timeout_s,
+    )
 
 
 def call_settings(args: argparse.Namespace) -> CallSettings:

@@ -15,8 +15,6 @@ from protocol import inputs as ins
 #: hands an engine result to the session's machine and carries out what it answers
 Feed = Callable[[ins.EngineResult], Awaitable[None]]
 
-PLAYOUT_RATE = 48_000  #: Hz of a WebRTC call's output track
-
 
 class EventPort(Protocol):
     """A transport's incoming event side: the client's frames (outgoing ones use the Outbox)."""
@@ -25,19 +23,22 @@ class EventPort(Protocol):
 
 
 class CallMedia(Protocol):
-    """A WebRTC call's audio, seen from its session (see ``realtime.calls``)."""
+    """A call's audio, seen from its session (see ``realtime.calls``): a WebRTC peer's
+    tracks or a phone line."""
 
+    #: the output's sample rate (Hz): what :meth:`play` takes and :meth:`clear` counts in
+    rate: int
     #: the caller's audio: float32 mono chunks at ``ENGINE_RATE``
     audio_in: trio.MemoryReceiveChannel[np.ndarray]
-    #: "started" / "stopped" as the answer's audio plays out on the track
-    playout: trio.MemoryReceiveChannel[str]
+    #: what happens on the line, for the machine: playout started / stopped, keys pressed
+    reports: trio.MemoryReceiveChannel[ins.EngineResult]
 
     def play(self, samples: np.ndarray) -> None:
-        """Queue float32 mono samples at ``PLAYOUT_RATE``."""
+        """Queue float32 mono samples at :attr:`rate` behind what is queued."""
         ...
 
     async def clear(self) -> int:
-        """Flush the queued output; returns the samples dropped."""
+        """Flush the queued output; returns the samples (at :attr:`rate`) never heard."""
         ...
 
 
@@ -56,7 +57,8 @@ class SessionOptions:
     #: start a turn's transcription and response at its first pause, holding them until the
     #: turn is confirmed; clients see the same events either way, only sooner
     speculative: bool = True
-    transport: str = "websocket"  #: or "webrtc": audio on the call's tracks (``media``)
+    #: or "webrtc" / "phone": audio on the call's line (``media``)
+    transport: str = "websocket"
     outbox_high_water: int = 512  #: events queued for the client before producers wait
     send_timeout_s: float = 15.0  #: one frame not accepted by the client for this long ends it
     engine_timeout_s: float = 30.0

@@ -42,7 +42,7 @@ from .mcp_session import McpConnections
 from .metrics import Metrics
 from .outbox import Outbox, SlowClient, single_cause
 from .pool import Pipeline
-from .ports import PLAYOUT_RATE, CallMedia, EventPort, SessionOptions
+from .ports import CallMedia, EventPort, SessionOptions
 from .responses import ResponseTasks
 from .speculation import SpeculationTasks
 from .threads import call_in_thread
@@ -51,7 +51,7 @@ from .transcription import Transcriber
 
 log = logging.getLogger("realtime.session")
 
-__all__ = ["PLAYOUT_RATE", "CallMedia", "EventPort", "SessionOptions", "SessionRunner"]
+__all__ = ["CallMedia", "EventPort", "SessionOptions", "SessionRunner"]
 
 
 class SessionRunner:
@@ -122,7 +122,7 @@ class SessionRunner:
         self._nursery: trio.Nursery | None = None
         #: whether the session ended on an unexpected exception (the client was sent an error)
         self.failed = False
-        # WebRTC: the output's resampler
+        # a call: the output's resampler (the session's output format to the line's rate)
         self._playout_resampler: tuple[str, audio.StreamingResampler] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class SessionRunner:
                 nursery.start_soon(self._shutdown_watch)
                 if self.media is not None:
                     nursery.start_soon(self._media_audio, self.media)
-                    nursery.start_soon(self._playout_marks, self.media)
+                    nursery.start_soon(self._line_reports, self.media)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         except* SlowClient:
@@ -265,7 +265,7 @@ class SessionRunner:
         elif isinstance(effect, fx.ClearPlayout):
             assert self.media is not None
             dropped = await self.media.clear()
-            await self.feed(ins.PlayoutCleared(dropped * 1000 / PLAYOUT_RATE))
+            await self.feed(ins.PlayoutCleared(dropped * 1000 / self.media.rate))
         else:
             raise TypeError(f"no one carries out {type(effect).__name__}")
 
@@ -277,7 +277,7 @@ class SessionRunner:
             await self.feed(frame)
         self.transcriber.maybe_request_partial()
 
-    # --- WebRTC media ------------------------------------------------------------------------
+    # --- a call's media -----------------------------------------------------------------------
 
     async def _media_audio(self, media: CallMedia) -> None:
         """The caller's track audio enters the input timeline as appends would."""
@@ -285,14 +285,14 @@ class SessionRunner:
             self.input.media_samples = samples
             await self.feed(ins.MediaAudio(len(samples) * 1000 / ENGINE_RATE))
 
-    async def _playout_marks(self, media: CallMedia) -> None:
-        async for mark in media.playout:
-            await self.feed(ins.PlayoutStarted() if mark == "started" else ins.PlayoutStopped())
+    async def _line_reports(self, media: CallMedia) -> None:
+        async for report in media.reports:
+            await self.feed(report)
 
     def _play(self, effect: fx.PlayAudio) -> None:
         assert self.media is not None
         if self._playout_resampler is None or self._playout_resampler[0] != effect.format:
-            resampler = audio.StreamingResampler(audio.WIRE_RATE[effect.format], PLAYOUT_RATE)
+            resampler = audio.StreamingResampler(audio.WIRE_RATE[effect.format], self.media.rate)
             self._playout_resampler = (effect.format, resampler)
         self.media.play(self._playout_resampler[1](audio.decode(effect.audio, effect.format)))
 

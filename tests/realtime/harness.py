@@ -15,6 +15,7 @@ import trio_websocket
 from protocol.invariants import SequenceChecker
 from realtime import AppSettings, Pipeline, PipelinePool, SessionOptions
 from realtime.calls import CallSettings
+from realtime.phone import PhoneSettings
 from realtime.server import ServerThread
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
 from tests.support import validate_with_sdk
@@ -38,7 +39,10 @@ LiveServer = ServerThread
 def live_server(pool: PipelinePool | None = None, **session: Any) -> Iterator[LiveServer]:
     api_key = session.pop("api_key", None)
     calls = session.pop("calls", CallSettings(host_addresses=("127.0.0.1",)))
-    settings = AppSettings(api_key=api_key, session=SessionOptions(**session), calls=calls)
+    phone = session.pop("phone", PhoneSettings())
+    settings = AppSettings(
+        api_key=api_key, session=SessionOptions(**session), calls=calls, phone=phone
+    )
     server = LiveServer(pool or fake_pool(), settings).start()
     try:
         yield server
