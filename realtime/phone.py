@@ -222,9 +222,12 @@ class PhoneCalls:
         if call.transfer_to is not None:
             self._transfers[call.call_id] = (call.transfer_to, now)
 
-    def claim_stream(self, token: str) -> PhoneCall | None:
+    def claim_stream(self, call_id: str, token: str) -> PhoneCall | None:
         """The call a media stream's token was issued to (once)."""
-        return self._streams.pop(token, None)
+        call = self._streams.get(token)
+        if call is None or call.call_id != call_id:
+            return None
+        return self._streams.pop(token)
 
     def transfer_of(self, call_id: str) -> str | None:
         """Where an ended call was referred to, for the provider's after-stream request."""

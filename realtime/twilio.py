@@ -3,11 +3,13 @@
 Point the number's "A call comes in" webhook at ``POST /twilio/voice``. The routes:
 
 - ``POST /twilio/voice``: answers with TwiML. An accepted call gets
-  ``<Connect action=...><Stream url="wss://.../twilio/media/{token}"/></Connect>`` (the token
-  is one-time; Twilio's stream URLs take no query string); a rejected one ``<Reject>``; one
+  ``<Connect action=...><Stream url="wss://.../twilio/media/{call_id}/{token}"/></Connect>``
+  (the token is one-time; Twilio's stream URLs take no query string; the call id in the path
+  and the ``X-Realtime-Call-Id`` header let a load balancer keep a call on its replica); a
+  rejected one ``<Reject>``; one
   the server cannot take (no free pipeline, draining, the application silent) a spoken
   sentence and ``<Hangup/>``.
-- ``/twilio/media/{token}`` (WebSocket): Twilio's messages in (``connected``, ``start``,
+- ``/twilio/media/{call_id}/{token}`` (WebSocket): Twilio's messages in (``connected``, ``start``,
   ``media``, ``mark``, ``dtmf``, ``stop``) and out (``media``, ``mark``, ``clear``);
   μ-law at 8 kHz both ways.
 - ``POST /twilio/after/{call_id}``: the ``<Connect>`` verb's action, requested when the
@@ -88,7 +90,7 @@ def render(decision: Decision, base_url: str) -> str:
     """The TwiML that carries out an incoming call's decision."""
     if decision.outcome is Outcome.CONNECT:
         ws_base = "wss" + base_url[5:] if base_url.startswith("https") else "ws" + base_url[4:]
-        stream = quoteattr(f"{ws_base}{MEDIA_PATH}{decision.stream_token}")
+        stream = quoteattr(f"{ws_base}{MEDIA_PATH}{decision.call_id}/{decision.stream_token}")
         action = quoteattr(f"{base_url}{AFTER_PATH}{decision.call_id}")
         call_id = quoteattr(decision.call_id)
         return twiml(
@@ -158,7 +160,10 @@ def register(app: QuartTrio, phone: PhoneCalls) -> None:
         ]
         decision = await phone.incoming("twilio", sip_headers)
         log.info("twilio call %s: %s (%s)", call_sid, decision.outcome.value, decision.call_id)
-        return xml(render(decision, base_url()))
+        response = xml(render(decision, base_url()))
+        if decision.outcome is Outcome.CONNECT:
+            response.headers["X-Realtime-Call-Id"] = decision.call_id
+        return response
 
     @app.post(AFTER_PATH + "<call_id>")
     async def after(call_id: str) -> Response:
@@ -251,11 +256,11 @@ class MediaStream:
 async def media_stream(
     phone: PhoneCalls, scope: Mapping[str, Any], receive: Receive, send: Send
 ) -> None:
-    """The WebSocket at ``/twilio/media/{token}`` (raw ASGI, like ``/v1/realtime``)."""
+    """The WebSocket at ``/twilio/media/{call_id}/{token}`` (raw ASGI, like ``/v1/realtime``)."""
     if (await receive())["type"] != "websocket.connect":
         return
-    token = str(scope["path"])[len(MEDIA_PATH) :]
-    call = phone.claim_stream(token)
+    call_id, _, token = str(scope["path"])[len(MEDIA_PATH) :].partition("/")
+    call = phone.claim_stream(call_id, token)
     if call is None or call.ended.is_set():
         log.warning("refused a media stream with an unknown or used token")
         await send({"type": "websocket.close", "code": CLOSE_POLICY})

@@ -214,6 +214,55 @@ def test_a_webrtc_calls_requests_reach_the_replica_that_holds_it() -> None:
             replica.stop()
 
 
+def test_a_phone_calls_stream_control_and_action_reach_the_replica_that_holds_it() -> None:
+    """Each replica answers one call; its media stream, its sideband, its refer and the
+    <Connect> action Twilio requests afterwards all go through the balancer to it."""
+    import websockets
+
+    from realtime.phone import BUSY_TEXT
+    from tests.twilio_standin import TwilioStandIn, TwiML
+
+    replicas = replica_set(3)
+    try:
+        with balancer(replicas) as lb:
+
+            async def body() -> None:
+                calls = []
+                for _ in range(3):
+                    twilio = TwilioStandIn(lb.http)
+                    twiml = TwiML((await twilio.ring()).text)
+                    assert twiml.verbs == ["Connect"], twiml.text
+                    assert twiml.stream_url is not None
+                    assert twiml.stream_url.startswith(lb.url.rsplit("/v1", 1)[0])
+                    await twilio.open_stream(twiml)  # refused by any other replica
+                    calls.append((twilio, twiml))
+                assert [r.pool.in_use for r in replicas] == [1, 1, 1]
+                await asyncio.sleep(CHECK_S)
+                busy = TwiML((await TwilioStandIn(lb.http).ring()).text)
+                assert busy.said == BUSY_TEXT  # every replica full: one says so
+                for number, (twilio, twiml) in enumerate(calls):
+                    call_id = twiml.parameters["call_id"]
+                    async with websockets.connect(f"{lb.url}?call_id={call_id}") as sideband:
+                        await twilio.press(str(number))
+                        event = json.loads(await asyncio.wait_for(sideband.recv(), 10))
+                        assert event["type"] == "input_audio_buffer.dtmf_event_received"
+                        assert event["event"] == str(number)
+                    target = json.dumps({"target_uri": f"tel:+1415555010{number}"}).encode()
+                    status, _, text = await asyncio.to_thread(
+                        get, f"{lb.http}/v1/realtime/calls/{call_id}/refer", "POST", target
+                    )
+                    assert status == 200, text
+                    await asyncio.wait_for(twilio.closed.wait(), 10)
+                    after = await twilio.after(twiml)
+                    assert f"<Number>+1415555010{number}</Number>" in after.text
+                    await twilio.end()
+
+            asyncio.run(body())
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 def test_with_one_replica_dead_and_the_rest_full_a_refusal_is_prompt() -> None:
     replicas = replica_set(2)
     try:

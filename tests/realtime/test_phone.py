@@ -17,6 +17,7 @@ import websockets
 from aiohttp import web
 from openai import AsyncOpenAI
 
+from realtime import AppSettings
 from realtime.phone import BUSY_TEXT, UNANSWERED_TEXT, PhoneSettings
 from tests.realtime.harness import LiveServer, fake_pool, live_server
 from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
@@ -174,13 +175,21 @@ def test_a_broken_stream_message_is_ignored_and_the_call_goes_on() -> None:
 
 
 def test_a_stream_needs_its_one_time_token() -> None:
-    with live_server(fake_pool(1)) as server:
+    with live_server(fake_pool(2)) as server:
 
         async def body() -> None:
             with pytest.raises(websockets.InvalidStatus):
                 await websockets.connect(f"ws://127.0.0.1:{server.port}/twilio/media/made-up")
+            ringing = TwilioStandIn(base(server))
+            other = TwiML((await ringing.ring()).text)
+            assert other.stream_url is not None
+            _, _, other_token = other.stream_url.rpartition("/")
             twilio, twiml = await connected_call(server)
             assert twiml.stream_url is not None
+            # another call's token does not open this call's stream
+            wrong = twiml.stream_url.rpartition("/")[0] + "/" + other_token
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(wrong)
             with pytest.raises(websockets.InvalidStatus):  # used once already
                 await websockets.connect(twiml.stream_url)
             await twilio.hang_up()
@@ -415,3 +424,30 @@ def test_refer_transfers_the_call_through_the_connect_action() -> None:
             await wait_for(lambda: health(server)["pipelines_in_use"] == 0)
 
         asyncio.run(body())
+
+
+def test_a_drain_lets_a_live_phone_call_finish_and_tells_new_callers_to_call_back() -> None:
+    from realtime.phone import RESTARTING_TEXT
+
+    server = LiveServer(fake_pool(2), AppSettings()).start()
+    try:
+
+        async def body() -> None:
+            twilio, twiml = await connected_call(server)
+            server.begin_drain(timeout_s=30, notice_s=0.0)
+            await asyncio.sleep(0.3)
+            refused = TwiML((await TwilioStandIn(base(server)).ring()).text)
+            assert refused.verbs == ["Say", "Hangup"] and refused.said == RESTARTING_TEXT
+            async with sideband(server, twiml.parameters["call_id"]) as app:
+                await twilio.speak(silence(200) + tone(600) + silence(900))  # a new turn
+                done = await app.until("response.done")
+                assert done["response"]["status"] == "completed"
+            await twilio.hang_up()
+            began = time.monotonic()
+            await asyncio.to_thread(server._thread.join, 10)  # its end ends the drain
+            assert time.monotonic() - began < 5
+
+        asyncio.run(body())
+        assert not server._thread.is_alive()
+    finally:
+        server.stop()
