@@ -84,6 +84,7 @@ class PhoneMedia:
             self._generation += 1
             self._sent = self._marked = self._played = 0
             self._playing = False
+            self._dry_at = 0.0  # the provider's buffer is empty: the next audio goes at once
             if self.line is not None:
                 await self.line.send_clear()
         return dropped

@@ -109,14 +109,17 @@ class TwilioStandIn:
         self.stream_sid = "MZ" + secrets.token_hex(16)
         self.ws: Any = None
         self.sequence = 0
+        self.chunks_sent = 0
         #: the server's audio as it reached us, and as the caller heard it
         self.received = bytearray()
         self.heard = bytearray()
         self.buffer: deque[tuple[str, Any]] = deque()  #: ("audio", bytes) | ("mark", name)
         self.marks_echoed: list[str] = []
         self.clears: list[float] = []  #: monotonic times a clear arrived
+        self.heard_at_clear: list[int] = []  #: bytes heard when each clear arrived
         self.media_times: list[float] = []  #: monotonic time each media message arrived
         self.messages: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  #: monotonic time each message arrived
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,19 +198,61 @@ class TwilioStandIn:
         for i, offset in enumerate(range(0, len(audio), FRAME)):
             if realtime:
                 await asyncio.sleep(max(0.0, started + i * 0.02 - time.monotonic()))
-            chunk = audio[offset : offset + FRAME]
-            message = {
-                "event": "media",
-                "sequenceNumber": self._next(),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(i + 1),
-                    "timestamp": str(i * 20),
-                    "payload": base64.b64encode(chunk).decode(),
-                },
-                "streamSid": self.stream_sid,
-            }
-            await self.ws.send(json.dumps(message))
+            await self._send_media(audio[offset : offset + FRAME])
+
+    def microphone(self) -> None:
+        """Stream the caller's line without pause from now on, as a phone does: what
+        :meth:`say` queues, else silence, 20 ms a frame in real time."""
+        self._mic: deque[tuple[bytes, asyncio.Future[tuple[float, float, int]]]] = deque()
+        self._tasks.append(asyncio.create_task(self._microphone()))
+
+    async def say(self, audio: bytes) -> tuple[float, float, int]:
+        """Queue ``audio`` on the open microphone; returns once it is sent, with the
+        monotonic times its first and last frames were sent, and how much of the server's
+        audio the caller had heard when the first went (bytes)."""
+        done = asyncio.get_running_loop().create_future()
+        self._mic.append((audio, done))
+        return await done
+
+    async def _microphone(self) -> None:
+        clock = time.monotonic()
+        current: bytes = b""
+        offset, first, heard = 0, 0.0, 0
+        future: asyncio.Future[tuple[float, float, int]] | None = None
+        while True:
+            if future is None and self._mic:
+                current, future = self._mic.popleft()
+                offset, first = 0, 0.0
+            if future is not None:
+                chunk = current[offset : offset + FRAME]
+                offset += FRAME
+            else:
+                chunk = silence(20)
+            await self._send_media(chunk)
+            now = time.monotonic()
+            if future is not None:
+                if not first:
+                    first, heard = now, len(self.heard)
+                if offset >= len(current):
+                    future.set_result((first, now, heard))
+                    future = None
+            clock += 0.02
+            await asyncio.sleep(max(0.0, clock - time.monotonic()))
+
+    async def _send_media(self, chunk: bytes) -> None:
+        self.chunks_sent += 1
+        message = {
+            "event": "media",
+            "sequenceNumber": self._next(),
+            "media": {
+                "track": "inbound",
+                "chunk": str(self.chunks_sent),
+                "timestamp": str((self.chunks_sent - 1) * 20),
+                "payload": base64.b64encode(chunk).decode(),
+            },
+            "streamSid": self.stream_sid,
+        }
+        await self.ws.send(json.dumps(message))
 
     async def press(self, digit: str) -> None:
         await self.ws.send(
@@ -254,6 +299,7 @@ class TwilioStandIn:
         try:
             async for text in self.ws:
                 message = json.loads(text)
+                self.arrivals.append(time.monotonic())
                 self.messages.append(message)
                 assert message.get("streamSid") == self.stream_sid, message
                 kind = message["event"]
@@ -270,6 +316,7 @@ class TwilioStandIn:
                         await self._echo(message["mark"]["name"])
                 elif kind == "clear":
                     self.clears.append(time.monotonic())
+                    self.heard_at_clear.append(len(self.heard))
                     remaining = [value for what, value in self.buffer if what == "mark"]
                     self.buffer.clear()
                     for name in remaining:
