@@ -178,11 +178,16 @@ class PhoneCalls:
         if settings.webhook_url is None:
             self._connect(call)
         else:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._announce, call)
-                with trio.move_on_after(settings.accept_timeout_s):
-                    await call.decided.wait()
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._announce, call)
+                    with trio.move_on_after(settings.accept_timeout_s):
+                        await call.decided.wait()
+                    nursery.cancel_scope.cancel()
+            except BaseException:  # the provider gave up on its request: so does the call
+                call.decide(Decision(Outcome.REJECT, call.call_id))
+                call.hang_up()
+                raise
             if not call.decided.is_set():
                 log.info("call %s: the application neither accepted nor rejected", call.call_id)
                 call.decide(Decision(Outcome.REFUSE, call.call_id, text=UNANSWERED_TEXT))

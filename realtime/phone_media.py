@@ -12,6 +12,8 @@ the answer to what the caller heard, within that precision.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +24,8 @@ from protocol import inputs as ins
 from . import audio
 from .calls import Call
 
+log = logging.getLogger("realtime.phone")
+
 LINE_RATE = 8_000  #: Hz of G.711 telephone audio
 FRAME = LINE_RATE // 50  #: samples of one 20 ms frame
 #: a mark follows this much audio (and the end of each burst): what the caller heard is
@@ -30,6 +34,9 @@ MARK_EVERY = LINE_RATE * 60 // 1000
 #: audio sent ahead of the caller's ear, to ride out network jitter; a barge-in's ``clear``
 #: drops it with the provider's buffer, so it does not delay the stop
 LEAD_S = 0.06
+#: a burst whose last mark has not come back this long after it should have played counts as
+#: played (a provider that stopped echoing marks must not leave the playout open for ever)
+MARK_GRACE_S = 2.0
 
 
 class Line(Protocol):
@@ -99,13 +106,28 @@ class PhoneMedia:
             self._playing = False
             self._call.report(ins.PlayoutStopped())
 
+    def _unmarked(self) -> None:
+        if self._playing and not self._pending and self._played < self._sent:
+            log.warning(
+                "call %s: the line echoed no mark for %.1f s of audio; counting it as played",
+                self._call.call_id,
+                (self._sent - self._played) / LINE_RATE,
+            )
+            self._played = self._sent
+            self._playing = False
+            self._call.report(ins.PlayoutStopped())
+
     async def pace(self, line: Line) -> None:
         """Send queued audio in 20 ms frames as the caller's playout needs it."""
         self.line = line
         while True:
             if not self._pending:
                 self._more = trio.Event()
-                await self._more.wait()
+                with trio.move_on_at(self._dry_at + MARK_GRACE_S if self._playing else math.inf):
+                    await self._more.wait()
+                if not self._more.is_set():
+                    self._unmarked()
+                    continue
             await trio.sleep_until(self._dry_at - LEAD_S)
             async with self._lock:
                 if not self._pending:

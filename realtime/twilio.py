@@ -119,6 +119,8 @@ def dial(target: str | None) -> str:
 def register(app: QuartTrio, phone: PhoneCalls) -> None:
     settings = phone.settings
 
+    warned: list[bool] = []
+
     def base_url() -> str:
         if settings.public_url:
             return settings.public_url.rstrip("/")
@@ -129,6 +131,13 @@ def register(app: QuartTrio, phone: PhoneCalls) -> None:
         """403 unless Twilio signed the request (when an auth token is configured)."""
         token = settings.twilio_auth_token
         if token is None:
+            if not warned:
+                warned.append(True)
+                log.warning(
+                    "Twilio's requests are not verified: anyone who finds %s can place calls "
+                    "on this server (set --twilio_auth_token)",
+                    VOICE_PATH,
+                )
             return None
         form = await request.form
         params = [(name, value) for name in form for value in form.getlist(name)]
@@ -234,7 +243,7 @@ class MediaStream:
                 8000,
                 1,
             ):
-                log.error("call %s: unexpected media format %s", call.call_id, fmt)
+                log.warning("call %s: unexpected media format %s", call.call_id, fmt)
                 return False
             self.line = TwilioLine(self.send, str(start.get("streamSid") or ""))
             log.info(

@@ -8,7 +8,7 @@ import trio.testing
 
 from protocol import inputs as ins
 from realtime.phone import PhoneCall
-from realtime.phone_media import FRAME, LEAD_S, LINE_RATE, MARK_EVERY, PhoneMedia
+from realtime.phone_media import FRAME, LEAD_S, LINE_RATE, MARK_EVERY, MARK_GRACE_S, PhoneMedia
 
 
 class RecordingLine:
@@ -118,6 +118,23 @@ def test_clear_counts_what_the_caller_did_not_hear_and_ignores_the_cleared_marks
             assert str(line.of("mark")[-1][2]).startswith("1:")
             await trio.sleep(0.5)
             assert len(line.of("media")) == sent_before + 5  # nothing of the cleared audio
+            nursery.cancel_scope.cancel()
+
+    run(body)
+
+
+def test_a_line_that_echoes_no_marks_does_not_leave_the_playout_open() -> None:
+    async def body() -> None:
+        call = PhoneCall("rtc_test", "test", [])
+        media, line = PhoneMedia(call), RecordingLine()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(media.pace, line)
+            media.play(seconds(0.5))
+            await trio.sleep(0.5 + MARK_GRACE_S - 0.2)
+            assert reports(call) == [ins.PlayoutStarted()]
+            await trio.sleep(0.3)
+            assert reports(call) == [ins.PlayoutStopped()]
+            assert await media.clear() == 0  # nothing left unheard
             nursery.cancel_scope.cancel()
 
     run(body)
