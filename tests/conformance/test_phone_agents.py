@@ -1,0 +1,134 @@
+"""The ``openai-agents`` SDK's SIP flow, as its users run it against OpenAI, on a phone call.
+
+The application receives ``realtime.call.incoming`` (verified with the ``openai`` SDK),
+accepts the call with the payload ``OpenAIRealtimeSIPModel.build_initial_session_payload``
+builds from its agent, and attaches a ``RealtimeRunner`` with ``OpenAIRealtimeSIPModel`` to
+the live call (the sideband). The caller is the Twilio stand-in: it asks about the weather in
+8 kHz μ-law; the agent's function tool runs in the application; the answer comes back to the
+caller's line as μ-law.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from aiohttp import web
+from openai import AsyncOpenAI
+
+from realtime.phone import PhoneSettings
+from tests.conformance.test_clients import AFTER_TOOL, WarningLogs, two_question_pool
+from tests.realtime.harness import live_server
+from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
+
+SECRET = "whsec_" + "YWdlbnRzLXNpcC10ZXN0LXNlY3JldA=="
+KEY = "sk-app"
+
+
+def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() -> None:
+    agents = pytest.importorskip("agents", reason="openai-agents is in the [agents] extra")
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+    from agents.realtime.items import AssistantMessageItem
+    from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
+
+    agents.set_tracing_disabled(True)
+    calls: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Weather of a city."""
+        calls.append(city)
+        return "sunny"
+
+    agent = RealtimeAgent(name="phone", instructions="Answer the phone.", tools=[get_weather])
+    answers: list[str] = []
+    problems: list[str] = []
+
+    async def body() -> None:
+        ports: dict[str, int] = {}
+        attached = asyncio.Event()
+        done = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def run_agent(call_id: str) -> None:
+            client = AsyncOpenAI(api_key=KEY, base_url=f"http://127.0.0.1:{ports['server']}/v1")
+            payload = await OpenAIRealtimeSIPModel.build_initial_session_payload(agent)
+            await client.realtime.calls.accept(call_id, **payload.model_dump(exclude_none=True))
+            runner = RealtimeRunner(agent, model=OpenAIRealtimeSIPModel())
+            url = f"ws://127.0.0.1:{ports['server']}/v1/realtime?call_id={call_id}"
+            config: Any = {"call_id": call_id, "url": url, "api_key": KEY}
+            async with await runner.run(model_config=config) as session:
+                attached.set()
+                async with asyncio.timeout(30):
+                    async for event in session:
+                        if event.type == "error":
+                            problems.append(repr(event.error))
+                        elif event.type == "raw_model_event" and event.data.type == "exception":
+                            problems.append(f"{event.data.context}: {event.data.exception!r}")
+                        elif event.type == "raw_model_event" and event.data.type == "item_updated":
+                            item = event.data.item
+                            if (
+                                isinstance(item, AssistantMessageItem)
+                                and item.status == "completed"
+                            ):
+                                transcript = getattr(item.content[0], "transcript", None)
+                                if transcript and transcript not in answers:
+                                    answers.append(transcript)
+                                    if transcript == AFTER_TOOL:
+                                        break
+            done.set()
+
+        verifier = AsyncOpenAI(api_key="unused", webhook_secret=SECRET)
+
+        async def webhook(request: web.Request) -> web.Response:
+            event = verifier.webhooks.unwrap(await request.text(), dict(request.headers))
+            assert event.type == "realtime.call.incoming"
+            tasks.append(asyncio.create_task(run_agent(event.data.call_id)))
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook"  # type: ignore[union-attr]
+        phone = PhoneSettings(webhook_url=hook, webhook_secret=SECRET)
+        try:
+            with live_server(two_question_pool(), phone=phone, api_key=KEY) as server:
+                ports["server"] = server.port
+                twilio = TwilioStandIn(f"http://127.0.0.1:{server.port}")
+                twiml = TwiML((await twilio.ring()).text)
+                assert twiml.verbs == ["Connect"], twiml.text
+                await twilio.open_stream(twiml)
+                await asyncio.wait_for(attached.wait(), 10)
+                heard_before = len(twilio.received)
+                # the weather question: long enough for the fake recogniser to hear it so
+                await twilio.speak(silence(200) + tone(1600) + silence(900))
+                await asyncio.wait_for(done.wait(), 30)
+                await asyncio.sleep(0.5)
+                # "It is sunny in Paris.": 5 words of 80 ms from the fake TTS, in μ-law
+                assert len(twilio.received) - heard_before >= 0.4 * 8000 * 0.9
+                assert ulaw_energy(bytes(twilio.received[heard_before:])) > 0.1
+                await twilio.hang_up()
+            for task in tasks:
+                await task
+        finally:
+            await runner.cleanup()
+
+    logs = WarningLogs()
+    sdk_logger = logging.getLogger("openai.agents")
+    level = sdk_logger.level
+    sdk_logger.addHandler(logs)
+    sdk_logger.setLevel(logging.WARNING)
+    try:
+        asyncio.run(body())
+    finally:
+        sdk_logger.removeHandler(logs)
+        sdk_logger.setLevel(level)
+    assert problems == []
+    assert [r.getMessage() for r in logs.records] == []
+    assert calls == ["Paris"]
+    assert answers[-1] == AFTER_TOOL
