@@ -42,6 +42,8 @@ SIDEBAND_QUEUE = 256
 AUDIO_QUEUE = 100
 #: client events queued from the call's event channel and sidebands
 EVENT_QUEUE = 256
+#: reports from the line (playout, key presses) queued for the session
+REPORT_QUEUE = 64
 
 Float32 = np.ndarray
 
@@ -82,7 +84,8 @@ class Call(abc.ABC):
         self.created = time.monotonic()
         self.events_send, self.events_receive = trio.open_memory_channel[str | bytes](EVENT_QUEUE)
         self.audio_send, self.audio_receive = trio.open_memory_channel[Float32](AUDIO_QUEUE)
-        self.reports_send, self.reports_receive = trio.open_memory_channel[ins.EngineResult](64)
+        reports = trio.open_memory_channel[ins.EngineResult](REPORT_QUEUE)
+        self.reports_send, self.reports_receive = reports
         self.connected = trio.Event()  #: the line is up: the session starts
         self.scope = trio.CancelScope()
         self.sidebands: dict[int, trio.MemorySendChannel[str]] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 from engines.choice import EMBEDDED_LLM_MAX_TOKENS, EMBEDDED_LLM_TEMPERATURE
 
+from . import webhooks
 from .calls import CallSettings
 from .mcp_client import check_allowed_url
 from .phone import PhoneSettings
@@ -484,8 +485,18 @@ def mcp_allowed_urls(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 def phone_settings(args: argparse.Namespace) -> PhoneSettings:
     url = args.phone_public_url
-    if url and not url.startswith(("https://", "http://")):
+    if url and not url.lower().startswith(("https://", "http://")):
         raise SystemExit(f"--phone_public_url: expected an http(s) URL, got {url!r}")
+    hook = args.call_webhook_url
+    if hook and not hook.lower().startswith(("https://", "http://")):
+        raise SystemExit("--call_webhook_url: expected an http(s) URL")
+    if args.call_webhook_secret:
+        try:
+            webhooks.secret_key(args.call_webhook_secret)
+        except ValueError:
+            raise SystemExit(
+                "--call_webhook_secret: a whsec_ secret is base64 after its prefix"
+            ) from None
     return PhoneSettings(
         public_url=url.rstrip("/") if url else None,
         twilio_auth_token=args.twilio_auth_token or None,

@@ -30,7 +30,6 @@ import time
 from typing import Any
 
 import attrs
-import httpx
 import trio
 
 from protocol import ProtocolError, RealtimeConnection
@@ -38,7 +37,7 @@ from protocol import inputs as ins
 from protocol.session import deep_merge
 
 from . import audio, webhooks
-from .calls import Call, CallRefused, Calls
+from .calls import REPORT_QUEUE, Call, CallRefused, Calls
 from .input_audio import ENGINE_RATE
 from .phone_media import LINE_RATE, PhoneMedia
 from .ports import CallMedia, SessionOptions
@@ -143,7 +142,10 @@ class PhoneCall(Call):
             self.caller_audio(resampler(audio.decode(payload, "audio/pcmu")))
 
     def key_pressed(self, digit: str) -> None:
-        self.report(ins.DtmfReceived(digit, int(time.time())))
+        """A key press for the session; dropped when half the report queue is taken (a flood
+        of them must not crowd out the playout's reports)."""
+        if self.reports_send.statistics().current_buffer_used < REPORT_QUEUE // 2:
+            self.report(ins.DtmfReceived(digit, int(time.time())))
 
 
 class PhoneCalls:
@@ -178,20 +180,33 @@ class PhoneCalls:
         if settings.webhook_url is None:
             self._connect(call)
         else:
+            # the webhook runs on its own (an application that accepts from inside its webhook
+            # handler gets its answer); the provider's request waits only for the decision
+            assert self.calls.nursery is not None
+            self.calls.nursery.start_soon(self._announce, call)
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._announce, call)
-                    with trio.move_on_after(settings.accept_timeout_s):
-                        await call.decided.wait()
-                    nursery.cancel_scope.cancel()
+                with trio.move_on_after(settings.accept_timeout_s):
+                    async with trio.open_nursery() as waiting:
+
+                        async def until(event: trio.Event) -> None:
+                            await event.wait()
+                            waiting.cancel_scope.cancel()
+
+                        waiting.start_soon(until, call.decided)
+                        waiting.start_soon(until, call.ended)
             except BaseException:  # the provider gave up on its request: so does the call
                 call.decide(Decision(Outcome.REJECT, call.call_id))
                 call.hang_up()
                 raise
             if not call.decided.is_set():
-                log.info("call %s: the application neither accepted nor rejected", call.call_id)
-                call.decide(Decision(Outcome.REFUSE, call.call_id, text=UNANSWERED_TEXT))
+                stopping = self.calls.shutdown.is_set() or self.calls.draining.is_set()
+                if not call.ended.is_set():
+                    log.info("call %s: the application did not decide in time", call.call_id)
+                text = RESTARTING_TEXT if stopping else UNANSWERED_TEXT
+                call.decide(Decision(Outcome.REFUSE, call.call_id, text=text))
         assert call.decision is not None
+        if call.decision.outcome is Outcome.CONNECT and call.ended.is_set():
+            return Decision(Outcome.REJECT, call.call_id)  # hung up as soon as accepted
         if call.decision.outcome is not Outcome.CONNECT:
             call.hang_up()
         return call.decision
@@ -207,8 +222,8 @@ class PhoneCalls:
             status = await webhooks.post(
                 settings.webhook_url, settings.webhook_secret, payload, settings.accept_timeout_s
             )
-        except httpx.HTTPError as exc:
-            log.warning("call %s: the call webhook failed: %s", call.call_id, exc)
+        except Exception as exc:
+            log.warning("call %s: the call webhook failed: %s", call.call_id, type(exc).__name__)
             status = 0
         if not 200 <= status < 300:
             call.decide(Decision(Outcome.REFUSE, call.call_id, text=UNANSWERED_TEXT))

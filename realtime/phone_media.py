@@ -40,13 +40,15 @@ MARK_GRACE_S = 2.0
 
 
 class Line(Protocol):
-    """A provider's media stream, outgoing side: the adapter turns these into its messages."""
+    """A provider's media stream, outgoing side: the adapter turns these into its messages,
+    in order. They never block: the adapter queues them (bounded) for the stream's sender
+    task, and ends the call when the provider stops reading."""
 
-    async def send_media(self, ulaw: bytes) -> None: ...
+    def send_media(self, ulaw: bytes) -> None: ...
 
-    async def send_mark(self, name: str) -> None: ...
+    def send_mark(self, name: str) -> None: ...
 
-    async def send_clear(self) -> None: ...
+    def send_clear(self) -> None: ...
 
 
 class PhoneMedia:
@@ -66,7 +68,6 @@ class PhoneMedia:
         self.reports = call.reports_receive
         self._pending = bytearray()  #: μ-law not yet sent
         self._more = trio.Event()
-        self._lock = trio.Lock()  #: one outgoing message at a time, in order
         self._generation = 0
         self._sent = 0  #: samples of this generation sent
         self._marked = 0  #: ... followed by a mark
@@ -85,15 +86,15 @@ class PhoneMedia:
 
     async def clear(self) -> int:
         """Drop what the caller has not heard: our queue and the provider's buffer."""
-        async with self._lock:
-            dropped = len(self._pending) + self._sent - self._played
-            self._pending.clear()
-            self._generation += 1
-            self._sent = self._marked = self._played = 0
-            self._playing = False
-            self._dry_at = 0.0  # the provider's buffer is empty: the next audio goes at once
-            if self.line is not None:
-                await self.line.send_clear()
+        dropped = len(self._pending) + self._sent - self._played
+        self._pending.clear()
+        self._generation += 1
+        self._sent = self._marked = self._played = 0
+        self._playing = False
+        self._dry_at = 0.0  # the provider's buffer is empty: the next audio goes at once
+        if self.line is not None:
+            self.line.send_clear()
+        await trio.lowlevel.checkpoint()
         return dropped
 
     def marked(self, name: str) -> None:
@@ -101,7 +102,7 @@ class PhoneMedia:
         generation, _, position = name.partition(":")
         if generation != str(self._generation) or not position.isdigit():
             return  # a mark of audio that a clear dropped
-        self._played = max(self._played, int(position))
+        self._played = max(self._played, min(int(position), self._sent))
         if self._playing and self._played >= self._sent and not self._pending:
             self._playing = False
             self._call.report(ins.PlayoutStopped())
@@ -129,20 +130,20 @@ class PhoneMedia:
                     self._unmarked()
                     continue
             await trio.sleep_until(self._dry_at - LEAD_S)
-            async with self._lock:
-                if not self._pending:
-                    continue  # cleared while waiting
-                frame = bytes(self._pending[:FRAME])
-                del self._pending[:FRAME]
-                now = trio.current_time()
-                if not self._playing:
-                    self._playing = True
-                    self.first_frame_at = now
-                    self._call.report(ins.PlayoutStarted())
-                await line.send_media(frame)
-                self.frames_sent += 1
-                self._sent += len(frame)
-                self._dry_at = max(self._dry_at, now) + len(frame) / LINE_RATE
-                if self._sent - self._marked >= MARK_EVERY or not self._pending:
-                    self._marked = self._sent
-                    await line.send_mark(f"{self._generation}:{self._sent}")
+            if not self._pending:
+                continue  # cleared while waiting
+            # no checkpoint from here to the loop's end: a clear or a mark sees all or nothing
+            frame = bytes(self._pending[:FRAME])
+            del self._pending[:FRAME]
+            now = trio.current_time()
+            if not self._playing:
+                self._playing = True
+                self.first_frame_at = now
+                self._call.report(ins.PlayoutStarted())
+            line.send_media(frame)
+            self.frames_sent += 1
+            self._sent += len(frame)
+            self._dry_at = max(self._dry_at, now) + len(frame) / LINE_RATE
+            if self._sent - self._marked >= MARK_EVERY or not self._pending:
+                self._marked = self._sent
+                line.send_mark(f"{self._generation}:{self._sent}")

@@ -132,6 +132,7 @@ class WebRtcCalls:
         rtc = await self._loop()
         pipeline = calls.acquire()
         call_id = "rtc_" + secrets.token_hex(12)
+        call: RtcCall | None = None
         try:
             call = RtcCall(call_id, rtc, ENGINE_RATE, calls.settings.ice_servers)
             from .rtc_peer import OfferError
@@ -150,6 +151,9 @@ class WebRtcCalls:
                 ) from None
         except BaseException:
             calls.pool.release(pipeline)
+            if call is not None:  # its peer connection was made: close it
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    await call.close()
             raise
         options = attrs.evolve(
             calls.options,

@@ -45,6 +45,11 @@ VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media/"
 AFTER_PATH = "/twilio/after/"
 CLOSE_POLICY = 1008
+#: Twilio sends 20 ms (160 bytes) of audio a message; anything far larger is not Twilio
+MAX_PAYLOAD = 8_000
+MAX_MESSAGE = 16_384
+#: outgoing messages queued for a stream (media, marks): ~8 s of audio
+OUTGOING_QUEUE = 500
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -73,8 +78,9 @@ def _url_variants(url: str) -> list[str]:
 
 
 def signature_ok(url: str, params: list[tuple[str, str]], auth_token: str, offered: str) -> bool:
+    offered_bytes = offered.encode("utf-8", "replace")
     return any(
-        hmac.compare_digest(signature(variant, params, auth_token), offered)
+        hmac.compare_digest(signature(variant, params, auth_token).encode(), offered_bytes)
         for variant in _url_variants(url)
     )
 
@@ -89,7 +95,8 @@ def twiml(body: str) -> str:
 def render(decision: Decision, base_url: str) -> str:
     """The TwiML that carries out an incoming call's decision."""
     if decision.outcome is Outcome.CONNECT:
-        ws_base = "wss" + base_url[5:] if base_url.startswith("https") else "ws" + base_url[4:]
+        scheme, rest = base_url.split("://", 1)
+        ws_base = ("wss" if scheme.lower() == "https" else "ws") + "://" + rest
         stream = quoteattr(f"{ws_base}{MEDIA_PATH}{decision.call_id}/{decision.stream_token}")
         action = quoteattr(f"{base_url}{AFTER_PATH}{decision.call_id}")
         call_id = quoteattr(decision.call_id)
@@ -124,8 +131,8 @@ def register(app: QuartTrio, phone: PhoneCalls) -> None:
     def base_url() -> str:
         if settings.public_url:
             return settings.public_url.rstrip("/")
-        proto = request.headers.get("X-Forwarded-Proto", request.scheme)
-        return f"{proto}://{request.host}"
+        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0]
+        return f"{proto.strip().lower()}://{request.host}"
 
     async def refused_signature() -> Response | None:
         """403 unless Twilio signed the request (when an auth token is configured)."""
@@ -186,28 +193,41 @@ def register(app: QuartTrio, phone: PhoneCalls) -> None:
 
 
 class TwilioLine:
-    """Outgoing stream messages (the call's :class:`~realtime.phone.PhoneMedia` orders them)."""
+    """Outgoing stream messages, queued in the order the call's
+    :class:`~realtime.phone_media.PhoneMedia` makes them and sent by :meth:`pump`. A stream
+    that stops taking them (the queue full: several seconds of audio behind) ends its call."""
 
-    def __init__(self, send: Send, stream_sid: str) -> None:
+    def __init__(self, send: Send, stream_sid: str, stuck: Callable[[], None]) -> None:
         self._send = send
         self.stream_sid = stream_sid
+        self._stuck = stuck
+        self._out, self._queued = trio.open_memory_channel[str](OUTGOING_QUEUE)
         self.closed = False  #: the stream ended: nothing more is sent
 
-    async def _message(self, message: dict[str, Any]) -> None:
+    def _message(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
         message["streamSid"] = self.stream_sid
-        await self._send({"type": "websocket.send", "text": json.dumps(message)})
+        try:
+            self._out.send_nowait(json.dumps(message))
+        except trio.WouldBlock:
+            log.warning("stream %s stopped taking audio; ending its call", self.stream_sid)
+            self.closed = True
+            self._stuck()
 
-    async def send_media(self, ulaw: bytes) -> None:
+    def send_media(self, ulaw: bytes) -> None:
         payload = base64.b64encode(ulaw).decode("ascii")
-        await self._message({"event": "media", "media": {"payload": payload}})
+        self._message({"event": "media", "media": {"payload": payload}})
 
-    async def send_mark(self, name: str) -> None:
-        await self._message({"event": "mark", "mark": {"name": name}})
+    def send_mark(self, name: str) -> None:
+        self._message({"event": "mark", "mark": {"name": name}})
 
-    async def send_clear(self) -> None:
-        await self._message({"event": "clear"})
+    def send_clear(self) -> None:
+        self._message({"event": "clear"})
+
+    async def pump(self) -> None:
+        async for text in self._queued:
+            await self._send({"type": "websocket.send", "text": text})
 
 
 class MediaStream:
@@ -226,7 +246,10 @@ class MediaStream:
         if kind == "media" and self.line is not None:
             media = message.get("media") or {}
             if media.get("track", "inbound") in ("inbound", "inbound_track"):
-                call.caller_ulaw(base64.b64decode(media.get("payload") or ""), self.resampler)
+                payload = base64.b64decode(media.get("payload") or "")
+                if len(payload) > MAX_PAYLOAD:
+                    raise ValueError(f"a media payload of {len(payload)} bytes")
+                call.caller_ulaw(payload, self.resampler)
         elif kind == "mark":
             name = (message.get("mark") or {}).get("name")
             if isinstance(name, str):
@@ -245,7 +268,7 @@ class MediaStream:
             ):
                 log.warning("call %s: unexpected media format %s", call.call_id, fmt)
                 return False
-            self.line = TwilioLine(self.send, str(start.get("streamSid") or ""))
+            self.line = TwilioLine(self.send, str(start.get("streamSid") or ""), call.hang_up)
             log.info(
                 "call %s: stream %s of twilio call %s started",
                 call.call_id,
@@ -253,6 +276,7 @@ class MediaStream:
                 start.get("callSid"),
             )
             call.started()
+            nursery.start_soon(self.line.pump)
             nursery.start_soon(call.phone_media.pace, self.line)
         elif kind == "stop":
             log.info("call %s: the caller hung up (stream stopped)", call.call_id)
@@ -293,12 +317,15 @@ async def media_stream(
                 if message["type"] != "websocket.receive":
                     continue
                 try:
-                    parsed = json.loads(message.get("text") or message.get("bytes") or "")
+                    text = message.get("text") or message.get("bytes") or ""
+                    if len(text) > MAX_MESSAGE:
+                        raise ValueError(f"a message of {len(text)} characters")
+                    parsed = json.loads(text)
                     if not isinstance(parsed, dict):
                         raise TypeError("not a JSON object")
                     if not stream.handle(parsed, nursery):
                         break
-                except (ValueError, binascii.Error, AttributeError, TypeError):
+                except (ValueError, binascii.Error, AttributeError, TypeError, RecursionError):
                     stream.bad_messages += 1
             nursery.cancel_scope.cancel()
     finally:

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,9 +24,10 @@ log = logging.getLogger("realtime.webhooks")
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a webhook secret."""
+    """The HMAC key of a webhook secret (a ``whsec_`` secret that is not base64 raises
+    ``ValueError``)."""
     if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
+        return base64.b64decode(secret[len("whsec_") :], validate=True)
     return secret.encode("utf-8")
 
 
@@ -63,5 +65,12 @@ async def post(url: str, secret: str | None, payload: dict[str, Any], timeout_s:
         headers["webhook-signature"] = sign(secret, webhook_id, timestamp, body)
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         response = await client.post(url, content=body.encode(), headers=headers)
-    log.info("webhook %s -> %s: %d", payload.get("type"), url, response.status_code)
+    parts = urlsplit(url)
+    log.info(
+        "webhook %s -> %s://%s: %d",
+        payload.get("type"),
+        parts.scheme,
+        parts.netloc.rpartition("@")[2],
+        response.status_code,
+    )
     return response.status_code

@@ -128,9 +128,9 @@ class TwilioStandIn:
     # --- HTTP ----------------------------------------------------------------------------
 
     async def post(
-        self, url: str, form: dict[str, str], signature: str | None = None
+        self, url: str, form: dict[str, str], signature: str | bytes | None = None
     ) -> httpx.Response:
-        headers = {}
+        headers: dict[str, str | bytes] = {}
         if signature is not None:
             headers["X-Twilio-Signature"] = signature
         elif self.auth_token is not None:
@@ -149,7 +149,7 @@ class TwilioStandIn:
             "ApiVersion": "2010-04-01",
         }
 
-    async def ring(self, signature: str | None = None) -> httpx.Response:
+    async def ring(self, signature: str | bytes | None = None) -> httpx.Response:
         """The voice webhook, as Twilio requests it when the number is called."""
         return await self.post(self.base_url + self.voice_path, self.call_form(), signature)
 

@@ -24,7 +24,7 @@ import engines.remote_audio
 import engines.transformers_llm
 import engines.whisper_stt
 from realtime.cli import build_llm, build_stt, build_tts, engine_threads, parse_args, parser
-from realtime.flags import mcp_allowed_urls
+from realtime.flags import mcp_allowed_urls, phone_settings
 
 
 class Recorded:
@@ -74,6 +74,32 @@ def test_mcp_allowed_urls_any_none_or_a_list() -> None:
     )
     with pytest.raises(SystemExit, match="not an http"):
         mcp_allowed_urls(parse_args(["--mcp_allowed_urls", "tools.example"]))
+
+
+def test_phone_flags_are_checked_before_any_call_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REALTIME_PUBLIC_URL", "TWILIO_AUTH_TOKEN", "REALTIME_CALL_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("REALTIME_WEBHOOK_SECRET", raising=False)
+    settings = phone_settings(
+        parse_args(
+            [
+                *("--phone_public_url", "https://voice.example.com/"),
+                *("--call_webhook_url", "https://app.example.com/hook"),
+                *("--call_webhook_secret", "whsec_c2VjcmV0"),
+                *("--phone_accept_timeout_s", "4"),
+            ]
+        )
+    )
+    assert settings.public_url == "https://voice.example.com"
+    assert (settings.webhook_url, settings.accept_timeout_s) == ("https://app.example.com/hook", 4)
+    with pytest.raises(SystemExit, match="--phone_public_url"):
+        phone_settings(parse_args(["--phone_public_url", "voice.example.com"]))
+    with pytest.raises(SystemExit, match="--call_webhook_url"):
+        phone_settings(parse_args(["--call_webhook_url", "app.example.com/hook"]))
+    with pytest.raises(SystemExit, match="base64"):
+        phone_settings(parse_args(["--call_webhook_secret", "whsec_not base64!"]))
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "from-the-environment")
+    assert phone_settings(parse_args([])).twilio_auth_token == "from-the-environment"
 
 
 def test_production_preset_without_an_openai_key_stops_with_a_clear_message(

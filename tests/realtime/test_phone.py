@@ -160,6 +160,8 @@ def test_a_broken_stream_message_is_ignored_and_the_call_goes_on() -> None:
                     json.dumps({"event": "teleport"}),
                     json.dumps({"event": "mark", "mark": {"name": 7}}),
                     json.dumps({"event": "dtmf", "dtmf": {"digit": "%"}}),
+                    json.dumps({"event": "media", "media": {"payload": "/" * 40_000}}),
+                    "[" * 100_000,
                 ):
                     await twilio.ws.send(junk)
                 await twilio.press("#")
@@ -206,6 +208,8 @@ def test_twilio_signatures_are_checked_when_an_auth_token_is_set() -> None:
             assert (await unsigned.ring()).status_code == 403
             forged = TwilioStandIn(base(server), auth_token="another-token")
             assert (await forged.ring()).status_code == 403
+            odd = TwilioStandIn(base(server))
+            assert (await odd.ring(signature=("é" * 28).encode())).status_code == 403
             assert health(server)["pipelines_in_use"] == 0
             twilio, twiml = await connected_call(server, auth_token="tw-token")
             bad = await twilio.post(twiml.action_url or "", twilio.call_form(), "bad")
@@ -238,11 +242,11 @@ def test_a_call_beyond_the_pool_hears_why_and_is_hung_up() -> None:
 
 @asynccontextmanager
 async def application(
-    on_call: Callable[[Any], Awaitable[None]], status: int = 200
+    on_call: Callable[[Any], Awaitable[None]], status: int = 200, accept_inside: bool = False
 ) -> AsyncIterator[tuple[str, list[Any]]]:
     """The application's webhook receiver: verifies each webhook with the ``openai`` SDK
-    (a bad signature raises) and hands the event to ``on_call``, after answering as a
-    webhook handler should."""
+    (a bad signature raises) and hands the event to ``on_call``, after answering (or, with
+    ``accept_inside``, before: the handler calls the server back while its webhook waits)."""
     seen: list[Any] = []
     tasks: list[asyncio.Task[None]] = []
     verifier = AsyncOpenAI(api_key="unused", webhook_secret=SECRET)
@@ -251,7 +255,10 @@ async def application(
         body = await request.text()
         event = verifier.webhooks.unwrap(body, dict(request.headers))
         seen.append(event)
-        tasks.append(asyncio.create_task(on_call(event)))
+        if accept_inside:
+            await on_call(event)
+        else:
+            tasks.append(asyncio.create_task(on_call(event)))
         return web.Response(status=status)
 
     app = web.Application()
@@ -279,7 +286,10 @@ def sdk_client(server: LiveServer) -> AsyncOpenAI:
     return AsyncOpenAI(api_key="sk-app", base_url=f"{base(server)}/v1", webhook_secret=SECRET)
 
 
-def test_the_application_accepts_a_call_with_its_session_and_runs_it_over_the_sideband() -> None:
+@pytest.mark.parametrize("inside", [False, True], ids=["after_answering", "inside_the_handler"])
+def test_the_application_accepts_a_call_with_its_session_and_runs_it_over_the_sideband(
+    inside: bool,
+) -> None:
     clients: list[AsyncOpenAI] = []
 
     async def accept(event: Any) -> None:
@@ -288,7 +298,7 @@ def test_the_application_accepts_a_call_with_its_session_and_runs_it_over_the_si
         )
 
     async def body() -> None:
-        async with application(accept) as (url, seen):
+        async with application(accept, accept_inside=inside) as (url, seen):
             with webhook_server(url) as server:
                 client = sdk_client(server)
                 clients.append(client)

@@ -17,13 +17,13 @@ class RecordingLine:
     def __init__(self) -> None:
         self.sent: list[tuple[float, str, object]] = []
 
-    async def send_media(self, ulaw: bytes) -> None:
+    def send_media(self, ulaw: bytes) -> None:
         self.sent.append((trio.current_time(), "media", len(ulaw)))
 
-    async def send_mark(self, name: str) -> None:
+    def send_mark(self, name: str) -> None:
         self.sent.append((trio.current_time(), "mark", name))
 
-    async def send_clear(self) -> None:
+    def send_clear(self) -> None:
         self.sent.append((trio.current_time(), "clear", None))
 
     def of(self, kind: str) -> list[tuple[float, str, object]]:
@@ -135,6 +135,33 @@ def test_a_line_that_echoes_no_marks_does_not_leave_the_playout_open() -> None:
             await trio.sleep(0.3)
             assert reports(call) == [ins.PlayoutStopped()]
             assert await media.clear() == 0  # nothing left unheard
+            nursery.cancel_scope.cancel()
+
+    run(body)
+
+
+def test_a_stream_that_stops_taking_audio_ends_its_call() -> None:
+    from realtime.twilio import OUTGOING_QUEUE, TwilioLine
+
+    async def body() -> None:
+        stuck: list[bool] = []
+        blocked = trio.Event()
+
+        async def send(message: dict[str, object]) -> None:
+            blocked.set()
+            await trio.sleep_forever()  # the provider stopped reading
+
+        line = TwilioLine(send, "MZ1", lambda: stuck.append(True))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(line.pump)
+            line.send_media(b"\xff" * FRAME)
+            await blocked.wait()
+            for _ in range(OUTGOING_QUEUE):
+                line.send_media(b"\xff" * FRAME)
+            assert stuck == []
+            line.send_media(b"\xff" * FRAME)
+            assert stuck == [True] and line.closed
+            line.send_mark("0:160")  # nothing more is queued, nothing raises
             nursery.cancel_scope.cancel()
 
     run(body)
