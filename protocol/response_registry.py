@@ -140,8 +140,11 @@ class ResponseRegistry(MachineState):
         self._cancel(run, "client_cancelled", out)
 
     def _on_output_audio_clear(self, event: ev.OutputAudioBufferClear, out: Output) -> None:
-        if self.playout is not None and self.playout.active:
-            self._clear_playout(out)
+        if self.playout is not None:
+            # a call: flush what is queued; with nothing queued there is nothing to do (the
+            # Agents SDKs' WebRTC and SIP transports send this on every interruption)
+            if self.playout.active:
+                self._clear_playout(out)
             return
         # Over WebSocket the client owns playback; nothing is queued here. Acknowledge it.
         if self.last_response_id is None:

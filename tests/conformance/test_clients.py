@@ -256,11 +256,8 @@ async def run_agent(agent: Any, server: LiveServer) -> tuple[list[str], list[str
     return list(answers.values()), problems, audio
 
 
-def node_summary(
-    server: LiveServer, script: str = "agents_client.mjs", *args: str
-) -> dict[str, Any]:
-    """Runs a JavaScript client (``script`` with ``args``) against ``server``; its JSON
-    summary."""
+def install_js_packages() -> str:
+    """Node's path, with the JavaScript clients' packages installed (skips without node)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node (20 or later) runs the @openai/agents client; it is not installed")
@@ -272,6 +269,15 @@ def node_summary(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True
         )
         assert installed.returncode == 0, f"npm ci failed:\n{installed.stderr}"
+    return node
+
+
+def node_summary(
+    server: LiveServer, script: str = "agents_client.mjs", *args: str
+) -> dict[str, Any]:
+    """Runs a JavaScript client (``script`` with ``args``) against ``server``; its JSON
+    summary."""
+    node = install_js_packages()
     result = subprocess.run(
         [node, script, server.url + "?model=gpt-realtime", *args],
         cwd=JS,

@@ -1,4 +1,6 @@
-"""The ``openai-agents`` SDK's SIP flow, as its users run it against OpenAI, on a phone call.
+"""The Agents SDKs' SIP flow, as their users run it against OpenAI, on a phone call: the
+``openai-agents`` Python SDK here, the ``@openai/agents`` JavaScript SDK's ``OpenAIRealtimeSIP``
+in ``js/agents_sip_client.mjs``.
 
 The application receives ``realtime.call.incoming`` (verified with the ``openai`` SDK),
 accepts the call with the payload ``OpenAIRealtimeSIPModel.build_initial_session_payload``
@@ -11,6 +13,7 @@ caller's line as μ-law.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -19,9 +22,16 @@ from aiohttp import web
 from openai import AsyncOpenAI
 
 from realtime.phone import PhoneSettings
-from tests.conformance.test_clients import AFTER_TOOL, WarningLogs, two_question_pool
+from tests.conformance.test_clients import (
+    AFTER_TOOL,
+    JS,
+    WarningLogs,
+    install_js_packages,
+    two_question_pool,
+)
 from tests.realtime.harness import live_server
 from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
+from tests.webhook_receiver import receiving
 
 SECRET = "whsec_" + "YWdlbnRzLXNpcC10ZXN0LXNlY3JldA=="
 KEY = "sk-app"
@@ -88,15 +98,8 @@ def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() 
             tasks.append(asyncio.create_task(run_agent(event.data.call_id)))
             return web.Response(status=200)
 
-        app = web.Application()
-        app.router.add_post("/webhook", webhook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook"  # type: ignore[union-attr]
-        phone = PhoneSettings(webhook_url=hook, webhook_secret=SECRET)
-        try:
+        async with receiving(webhook) as hook:
+            phone = PhoneSettings(webhook_url=hook, webhook_secret=SECRET)
             with live_server(two_question_pool(), phone=phone, api_key=KEY) as server:
                 ports["server"] = server.port
                 twilio = TwilioStandIn(f"http://127.0.0.1:{server.port}")
@@ -115,8 +118,6 @@ def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() 
                 await twilio.hang_up()
             for task in tasks:
                 await task
-        finally:
-            await runner.cleanup()
 
     logs = WarningLogs()
     sdk_logger = logging.getLogger("openai.agents")
@@ -132,3 +133,80 @@ def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() 
     assert [r.getMessage() for r in logs.records] == []
     assert calls == ["Paris"]
     assert answers[-1] == AFTER_TOOL
+
+
+def test_openai_agents_js_sip_transport_answers_a_phone_call_with_its_agent_and_tool() -> None:
+    """The same flow with the JavaScript SDK's ``OpenAIRealtimeSIP`` (``js/agents_sip_client.mjs``
+    under Node): it accepts with ``buildInitialConfig(agent)`` and attaches to the call."""
+    node = install_js_packages()
+    outputs: list[str] = []
+    stderr: list[str] = []
+
+    async def body() -> None:
+        attached = asyncio.Event()
+        processes: list[asyncio.subprocess.Process] = []
+        readers: list[asyncio.Task[None]] = []
+
+        async def drain_stderr(process: asyncio.subprocess.Process) -> None:
+            assert process.stderr is not None
+            async for line in process.stderr:
+                stderr.append(line.decode().rstrip())
+
+        async def read(process: asyncio.subprocess.Process) -> None:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                text = line.decode().strip()
+                outputs.append(text)
+                if text.startswith("{") and json.loads(text).get("attached"):
+                    attached.set()
+
+        async def webhook(request: web.Request) -> web.Response:
+            event = verifier.webhooks.unwrap(await request.text(), dict(request.headers))
+            process = await asyncio.create_subprocess_exec(
+                node,
+                "agents_sip_client.mjs",
+                base_url[0],
+                event.data.call_id,
+                cwd=JS,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            processes.append(process)
+            readers.append(asyncio.create_task(read(process)))
+            readers.append(asyncio.create_task(drain_stderr(process)))
+            return web.Response(status=200)
+
+        verifier = AsyncOpenAI(api_key="unused", webhook_secret=SECRET)
+        base_url: list[str] = []
+        try:
+            async with receiving(webhook) as hook:
+                phone = PhoneSettings(webhook_url=hook, webhook_secret=SECRET)
+                with live_server(two_question_pool(), phone=phone, api_key=KEY) as server:
+                    base_url.append(f"http://127.0.0.1:{server.port}")
+                    twilio = TwilioStandIn(base_url[0])
+                    twiml = TwiML((await twilio.ring()).text)
+                    assert twiml.verbs == ["Connect"], twiml.text
+                    await twilio.open_stream(twiml)
+                    try:
+                        await asyncio.wait_for(attached.wait(), 20)
+                    except TimeoutError:
+                        pytest.fail(f"the SIP client never attached: {outputs} {stderr[-20:]}")
+                    heard_before = len(twilio.received)
+                    await twilio.speak(silence(200) + tone(1600) + silence(900))
+                    (process,) = processes
+                    assert await asyncio.wait_for(process.wait(), 30) == 0, (outputs, stderr[-20:])
+                    await asyncio.gather(*readers)
+                    await asyncio.sleep(0.5)
+                    assert len(twilio.received) - heard_before >= 0.4 * 8000 * 0.9
+                    await twilio.hang_up()
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+
+    asyncio.run(body())
+    summary = json.loads(outputs[-1])
+    assert summary["errors"] == []
+    assert summary["schemaFailures"] == []
+    assert summary["toolCalls"] == [{"name": "get_weather", "city": "Paris"}]
+    assert summary["turns"][-1] == AFTER_TOOL

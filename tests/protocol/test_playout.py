@@ -115,3 +115,19 @@ def test_output_audio_buffer_clear_flushes_the_track_over_webrtc() -> None:
     # 600 ms were still queued: the item keeps what was heard, as a truncate would
     (truncated,) = conn.feed(ins.PlayoutCleared(600.0)).events
     assert truncated.TYPE == "conversation.item.truncated" and truncated.audio_end_ms == 400
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "phone"])
+def test_clearing_a_call_whose_line_plays_nothing_is_quietly_nothing(transport: str) -> None:
+    conn = RealtimeConnection(transport=transport)
+    conn.start()
+    out = conn.receive_frame(json.dumps({"type": "output_audio_buffer.clear", "event_id": "c1"}))
+    assert out.events == [] and out.effects == []
+    conn.receive_frame(json.dumps({"type": "response.create"}))
+    (response_id,) = conn.responses
+    conn.feed(ins.AudioOut(response_id, b"\x00\x00" * 2400, "Hello."))
+    conn.feed(ins.PlayoutStarted())
+    conn.feed(ins.ResponseComplete(response_id))
+    conn.feed(ins.PlayoutStopped())
+    out = conn.receive_frame(json.dumps({"type": "output_audio_buffer.clear"}))
+    assert out.events == [] and out.effects == []  # it has played out: nothing is cleared

@@ -23,6 +23,7 @@ from realtime.phone import BUSY_TEXT, UNANSWERED_TEXT, PhoneSettings
 from tests.realtime.harness import LiveServer, fake_pool, live_server
 from tests.support import validate_with_sdk
 from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
+from tests.webhook_receiver import receiving
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLXBob25lLXRlc3Rz"
 LONG_REPLY = " ".join(["word"] * 50)  #: 4 s of the fake TTS
@@ -287,20 +288,11 @@ async def application(
             tasks.append(asyncio.create_task(on_call(event)))
         return web.Response(status=status)
 
-    app = web.Application()
-    app.router.add_post("/webhook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/webhook", seen
-    finally:
+    async with receiving(receive) as url:
+        yield url, seen
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result  # an assertion of the application's
-        await runner.cleanup()
 
 
 def webhook_server(url: str, **phone: Any) -> Any:

@@ -7,9 +7,8 @@
 // SDK's error events, and every server event that fails the SDK's own event schema (the SDK
 // drops those silently, so the script checks each frame itself).
 
-import { finisher, sendSpeech, utterance, watch } from './common.mjs';
-import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession, tool } from '@openai/agents/realtime';
-import { z } from 'zod';
+import { finisher, sendSpeech, utterance, watch, weatherTool } from './common.mjs';
+import { OpenAIRealtimeWebSocket, RealtimeAgent, RealtimeSession } from '@openai/agents/realtime';
 
 const url = process.argv[2] ?? process.env.REALTIME_URL;
 if (!url) {
@@ -29,15 +28,7 @@ const summary = {
 };
 const seenTypes = new Set();
 
-const getWeather = tool({
-  name: 'get_weather',
-  description: 'Weather of a city.',
-  parameters: z.object({ city: z.string() }),
-  execute: async ({ city }) => {
-    summary.toolCalls.push({ name: 'get_weather', city });
-    return 'sunny';
-  },
-});
+const getWeather = weatherTool(summary);
 const agent = new RealtimeAgent({
   name: 'assistant',
   instructions: 'Answer briefly.',

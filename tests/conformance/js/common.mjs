@@ -1,6 +1,9 @@
 // What the JavaScript clients of the conformance suite share: their audio, and the check of
 // every server event against the SDK's own schema (the SDK drops events that fail it silently).
 
+import { tool } from '@openai/agents/realtime';
+import { z } from 'zod';
+
 /** The sample rate of the Realtime API's default PCM16 audio. */
 export const RATE = 24_000;
 
@@ -69,4 +72,18 @@ export function finisher(session, summary, seenTypes, timeoutMs) {
   }
 
   return finish;
+}
+
+/** The get_weather function tool of the fake engines' weather question; each call is recorded
+ * in `summary.toolCalls`. */
+export function weatherTool(summary) {
+  return tool({
+    name: 'get_weather',
+    description: 'Weather of a city.',
+    parameters: z.object({ city: z.string() }),
+    execute: async ({ city }) => {
+      summary.toolCalls.push({ name: 'get_weather', city });
+      return 'sunny';
+    },
+  });
 }
