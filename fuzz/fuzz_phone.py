@@ -1,8 +1,8 @@
-"""Hypothesis drives a live server's Twilio media streams: whatever arrives on a phone call's
-stream, the call ends cleanly and the server stays whole.
+"""Hypothesis drives a live server's phone media streams (Twilio's and Telnyx's): whatever
+arrives on a phone call's stream, the call ends cleanly and the server stays whole.
 
-A case is one call (the voice webhook, then the stream opened by the Twilio stand-in of
-``tests/twilio_standin.py``) and a few steps on its stream: speech and silence, key presses
+A case is one call (the voice webhook, then the stream opened by a provider's stand-in of
+``tests/phone_standin.py``) and a few steps on its stream: speech and silence, key presses
 (valid keys and not), marks (current, stale, foreign, malformed), Twilio's messages with a field
 of the wrong type or shape, JSON that is not an object, text that is not JSON, binary frames, a
 second ``start``; then the caller hangs up (``stop``), closes the socket, drops it, or the
@@ -30,8 +30,8 @@ from fuzz_live import ErrorLog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.phone_standin import TelnyxStandIn, TwilioStandIn, TwiML, silence, tone
 from tests.realtime.harness import LiveServer, fake_pool, live_server
-from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone
 
 PHONE_SETTINGS = settings(
     max_examples=int(os.environ.get("FUZZ_PHONE_EXAMPLES", "40")),
@@ -107,11 +107,13 @@ async def step(twilio: TwilioStandIn, kind: str, value: Any) -> None:
         )
 
 
-async def one_call(server: LiveServer, case: list[tuple[str, Any]], ending: str) -> None:
+async def one_call(
+    server: LiveServer, case: list[tuple[str, Any]], ending: str, provider: str
+) -> None:
     base = f"http://127.0.0.1:{server.port}"
-    twilio = TwilioStandIn(base)
+    twilio = (TelnyxStandIn if provider == "telnyx" else TwilioStandIn)(base)
     twiml = TwiML((await twilio.ring()).text)
-    assert twiml.verbs == ["Connect"], twiml.text
+    assert twiml.verbs[0] == "Connect", twiml.text
     await twilio.open_stream(twiml)
     try:
         for kind, value in case:
@@ -178,12 +180,19 @@ def phone_server() -> Iterator[tuple[LiveServer, ErrorLog]]:
 
 
 @PHONE_SETTINGS
-@given(case=st.lists(steps, max_size=8), ending=endings)
+@given(
+    case=st.lists(steps, max_size=8),
+    ending=endings,
+    provider=st.sampled_from(["twilio", "telnyx"]),
+)
 def test_any_stream_leaves_the_server_whole(
-    phone_server: tuple[LiveServer, ErrorLog], case: list[tuple[str, Any]], ending: str
+    phone_server: tuple[LiveServer, ErrorLog],
+    case: list[tuple[str, Any]],
+    ending: str,
+    provider: str,
 ) -> None:
     server, errors = phone_server
-    asyncio.run(one_call(server, case, ending))
+    asyncio.run(one_call(server, case, ending, provider))
     wait_until_idle(server)
     assert server._thread.is_alive()
     asyncio.run(a_key_press_gets_through(server))

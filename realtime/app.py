@@ -9,14 +9,17 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from . import twilio
+from . import phone_stream
 from .calls import CallRefused, Calls, error_body
 from .endpoint import AppSettings, RealtimeEndpoint, Router, key_accepted, offered_key
 from .metrics import Metrics, render_workers
 from .page import register_page
-from .phone import PhoneCalls
+from .phone import PhoneCalls, PhoneSettings
+from .phone_stream import Provider
 from .pool import PipelinePool
 from .rtc_calls import WebRtcCalls
+from .telnyx import Telnyx
+from .twilio import Twilio
 
 
 def create_app(
@@ -29,7 +32,14 @@ def create_app(
     metrics.pool_size = pool.size
     endpoint = RealtimeEndpoint(pool, metrics, settings, shutdown, calls, calls.draining)
     phone = PhoneCalls(calls, settings.phone)
-    return Router(endpoint, create_http_app(pool, metrics, settings, shutdown, calls, phone), phone)
+    providers = phone_providers(settings.phone)
+    http = create_http_app(pool, metrics, settings, shutdown, calls, phone, providers)
+    return Router(endpoint, http, phone, providers)
+
+
+def phone_providers(settings: PhoneSettings) -> tuple[Provider, ...]:
+    """The telephony providers whose calls the server takes (each at ``/{name}/...``)."""
+    return (Twilio(settings.twilio_auth_token), Telnyx(settings.telnyx_public_key))
 
 
 def create_http_app(
@@ -39,6 +49,7 @@ def create_http_app(
     shutdown: trio.Event,
     calls: Calls,
     phone: PhoneCalls | None = None,
+    providers: tuple[Provider, ...] | None = None,
 ) -> QuartTrio:
     """``GET /`` (the browser page), ``/ready``, ``/health``, ``/metrics``, the WebRTC calls,
     call control and the phone provider's webhooks."""
@@ -220,6 +231,7 @@ def create_http_app(
         text = metrics.render() + render_workers(pool.workers(), pool.healthy)
         return Response(text, content_type="text/plain; version=0.0.4")
 
-    twilio.register(app, phone)
+    for provider in providers if providers is not None else phone_providers(settings.phone):
+        phone_stream.register(app, phone, provider)
     register_page(app)
     return app

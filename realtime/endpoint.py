@@ -21,12 +21,13 @@ import trio
 from protocol import encode_server_event
 from protocol import events as ev
 
-from . import twilio
 from .calls import Calls, CallSettings, sideband
 from .metrics import Metrics
 from .outbox import Outbox
 from .phone import PhoneCalls, PhoneSettings
+from .phone_stream import Provider, media_stream
 from .pool import PipelinePool, PoolExhausted
+from .ports import Receive, Send
 from .session import SessionOptions, SessionRunner
 
 log = logging.getLogger("realtime.endpoint")
@@ -41,9 +42,6 @@ CLOSE_POOL_FULL = 1013
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Mapping[str, Any], Receive, Send], Awaitable[None]]
 
 
@@ -229,16 +227,17 @@ class Router:
 
     endpoint: RealtimeEndpoint
     http_app: ASGIApp
-    phone: PhoneCalls | None = None  #: phone calls' media streams (``twilio.py``)
+    phone: PhoneCalls | None = None
+    #: phone providers, whose media streams arrive at ``/{name}/media/`` (``phone_stream.py``)
+    providers: tuple[Provider, ...] = ()
 
     async def __call__(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
             await self.endpoint(scope, receive, send)
-        elif (
-            scope["type"] == "websocket"
-            and self.phone is not None
-            and str(scope["path"]).startswith(twilio.MEDIA_PATH)
-        ):
-            await twilio.media_stream(self.phone, scope, receive, send)
-        else:
-            await self.http_app(scope, receive, send)
+            return
+        if scope["type"] == "websocket" and self.phone is not None:
+            for provider in self.providers:
+                if str(scope["path"]).startswith(provider.media_path):
+                    await media_stream(self.phone, provider, scope, receive, send)
+                    return
+        await self.http_app(scope, receive, send)

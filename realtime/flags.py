@@ -13,7 +13,7 @@ from typing import Any
 
 from engines.choice import EMBEDDED_LLM_MAX_TOKENS, EMBEDDED_LLM_TEMPERATURE
 
-from . import webhooks
+from . import telnyx, webhooks
 from .calls import CallSettings
 from .mcp_client import check_allowed_url
 from .phone import PhoneSettings
@@ -200,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
         default=20.0,
         help="WebRTC: a call whose data channel has not opened after this long is ended",
     )
-    phone = p.add_argument_group("phone calls (Twilio Media Streams; see the README)")
+    phone = p.add_argument_group("phone calls (Twilio and Telnyx media streams; see the README)")
     phone.add_argument(
         "--phone_public_url",
         default=os.environ.get("REALTIME_PUBLIC_URL"),
@@ -213,6 +213,12 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("TWILIO_AUTH_TOKEN"),
         help="check X-Twilio-Signature on Twilio's webhooks with this token "
         "(default: $TWILIO_AUTH_TOKEN; unset: unchecked)",
+    )
+    phone.add_argument(
+        "--telnyx_public_key",
+        default=os.environ.get("TELNYX_PUBLIC_KEY"),
+        help="check Telnyx's Ed25519 webhook signatures with this public key (base64, from "
+        "the Telnyx portal; default: $TELNYX_PUBLIC_KEY; unset: unchecked)",
     )
     phone.add_argument(
         "--call_webhook_url",
@@ -497,9 +503,15 @@ def phone_settings(args: argparse.Namespace) -> PhoneSettings:
             raise SystemExit(
                 "--call_webhook_secret: a whsec_ secret is base64 after its prefix"
             ) from None
+    if args.telnyx_public_key:
+        try:
+            telnyx.public_key(args.telnyx_public_key)
+        except ValueError as error:
+            raise SystemExit(f"--telnyx_public_key: not an Ed25519 public key ({error})") from None
     return PhoneSettings(
         public_url=url.rstrip("/") if url else None,
         twilio_auth_token=args.twilio_auth_token or None,
+        telnyx_public_key=args.telnyx_public_key or None,
         webhook_url=args.call_webhook_url or None,
         webhook_secret=args.call_webhook_secret or None,
         accept_timeout_s=args.phone_accept_timeout_s,

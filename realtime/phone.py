@@ -62,6 +62,7 @@ class PhoneSettings:
     #: signature check use it; None: taken from each request's Host
     public_url: str | None = None
     twilio_auth_token: str | None = None  #: checks X-Twilio-Signature when set
+    telnyx_public_key: str | None = None  #: checks Telnyx's Ed25519 signatures when set
     webhook_url: str | None = None  #: where ``realtime.call.incoming`` goes; None: accept all
     webhook_secret: str | None = None  #: signs the webhooks
     accept_timeout_s: float = 10.0  #: the application's time to accept or reject

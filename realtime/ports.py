@@ -15,6 +15,11 @@ from protocol import inputs as ins
 #: hands an engine result to the session's machine and carries out what it answers
 Feed = Callable[[ins.EngineResult], Awaitable[None]]
 
+#: ASGI's messages and the callables that carry them (the raw WebSocket routes use them)
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 
 class EventPort(Protocol):
     """A transport's incoming event side: the client's frames (outgoing ones use the Outbox)."""

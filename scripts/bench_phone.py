@@ -5,7 +5,7 @@ The server runs in this process (a thread of its own) on the embedded engines, a
 ``python -m realtime --preset embedded`` builds them (engine worker processes), or on the
 zero-cost engines of ``bench_server.py`` (``--engines zero-cost``: a tone is speech, the reply
 is ~1 s of tone), which leaves the transport and turn-taking alone. Twilio's side is the
-stand-in of ``tests/twilio_standin.py``: it rings the voice webhook, opens the media stream,
+stand-in of ``tests/phone_standin.py``: it rings the voice webhook, opens the media stream,
 keeps the caller's line open (20 ms μ-law frames in real time, silence between questions),
 plays the answer in real time and echoes marks as Twilio does.
 
@@ -40,7 +40,7 @@ from bench_transcription import percentile
 from realtime import AppSettings, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, decode
 from realtime.server import ServerThread
-from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw, ulaw_energy
+from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw, ulaw_energy
 
 LOUD = 0.02  #: RMS above which a media frame carries the answer
 

@@ -29,8 +29,8 @@ from tests.conformance.test_clients import (
     install_js_packages,
     two_question_pool,
 )
+from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.realtime.harness import live_server
-from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.webhook_receiver import receiving
 
 SECRET = "whsec_" + "YWdlbnRzLXNpcC10ZXN0LXNlY3JldA=="

@@ -77,7 +77,12 @@ def test_mcp_allowed_urls_any_none_or_a_list() -> None:
 
 
 def test_phone_flags_are_checked_before_any_call_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REALTIME_PUBLIC_URL", "TWILIO_AUTH_TOKEN", "REALTIME_CALL_WEBHOOK_URL"):
+    for name in (
+        "REALTIME_PUBLIC_URL",
+        "TWILIO_AUTH_TOKEN",
+        "TELNYX_PUBLIC_KEY",
+        "REALTIME_CALL_WEBHOOK_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("REALTIME_WEBHOOK_SECRET", raising=False)
     settings = phone_settings(
@@ -98,6 +103,8 @@ def test_phone_flags_are_checked_before_any_call_arrives(monkeypatch: pytest.Mon
         phone_settings(parse_args(["--call_webhook_url", "app.example.com/hook"]))
     with pytest.raises(SystemExit, match="base64"):
         phone_settings(parse_args(["--call_webhook_secret", "whsec_not base64!"]))
+    with pytest.raises(SystemExit, match="--telnyx_public_key"):
+        phone_settings(parse_args(["--telnyx_public_key", "c2hvcnQ="]))
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "from-the-environment")
     assert phone_settings(parse_args([])).twilio_auth_token == "from-the-environment"
 

@@ -68,7 +68,7 @@ def test_a_phone_caller_asks_and_hears_the_answer_in_ulaw(
 
     from realtime.audio import decode
     from realtime.input_audio import ENGINE_RATE
-    from tests.twilio_standin import TwilioStandIn, TwiML, silence, ulaw
+    from tests.phone_standin import TwilioStandIn, TwiML, silence, ulaw
 
     tts = embedded.tts
     speech = np.concatenate(

@@ -215,12 +215,13 @@ def test_a_webrtc_calls_requests_reach_the_replica_that_holds_it() -> None:
 
 
 def test_a_phone_calls_stream_control_and_action_reach_the_replica_that_holds_it() -> None:
-    """Each replica answers one call; its media stream, its sideband, its refer and the
-    <Connect> action Twilio requests afterwards all go through the balancer to it."""
+    """Each replica answers one call (the second from Telnyx, the others from Twilio); its
+    media stream, its sideband, its refer and the request the provider makes once the stream
+    has closed all go through the balancer to it."""
     import websockets
 
     from realtime.phone import BUSY_TEXT
-    from tests.twilio_standin import TwilioStandIn, TwiML
+    from tests.phone_standin import TelnyxStandIn, TwilioStandIn, TwiML
 
     replicas = replica_set(3)
     try:
@@ -228,10 +229,10 @@ def test_a_phone_calls_stream_control_and_action_reach_the_replica_that_holds_it
 
             async def body() -> None:
                 calls = []
-                for _ in range(3):
-                    twilio = TwilioStandIn(lb.http)
+                for number in range(3):
+                    twilio = (TelnyxStandIn if number == 1 else TwilioStandIn)(lb.http)
                     twiml = TwiML((await twilio.ring()).text)
-                    assert twiml.verbs == ["Connect"], twiml.text
+                    assert twiml.verbs[0] == "Connect", twiml.text
                     assert twiml.stream_url is not None
                     assert twiml.stream_url.startswith(lb.url.rsplit("/v1", 1)[0])
                     await twilio.open_stream(twiml)  # refused by any other replica

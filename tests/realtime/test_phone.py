@@ -1,4 +1,4 @@
-"""Phone calls over Twilio Media Streams, with the Twilio stand-in (``tests/twilio_standin.py``)
+"""Phone calls over Twilio Media Streams, with the Twilio stand-in (``tests/phone_standin.py``)
 and the fake engines: TwiML, the media stream, marks, barge-in, DTMF, call control, webhooks,
 signatures, tokens and a full pool."""
 
@@ -20,9 +20,9 @@ from openai import AsyncOpenAI
 from protocol.invariants import SequenceChecker
 from realtime import AppSettings
 from realtime.phone import BUSY_TEXT, UNANSWERED_TEXT, PhoneSettings
+from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.realtime.harness import LiveServer, fake_pool, live_server
 from tests.support import validate_with_sdk
-from tests.twilio_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.webhook_receiver import receiving
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLXBob25lLXRlc3Rz"

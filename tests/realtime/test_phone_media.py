@@ -141,7 +141,8 @@ def test_a_line_that_echoes_no_marks_does_not_leave_the_playout_open() -> None:
 
 
 def test_a_stream_that_stops_taking_audio_ends_its_call() -> None:
-    from realtime.twilio import OUTGOING_QUEUE, TwilioLine
+    from realtime.phone_stream import OUTGOING_QUEUE, StreamLine
+    from realtime.twilio import Twilio
 
     async def body() -> None:
         stuck: list[bool] = []
@@ -151,7 +152,7 @@ def test_a_stream_that_stops_taking_audio_ends_its_call() -> None:
             blocked.set()
             await trio.sleep_forever()  # the provider stopped reading
 
-        line = TwilioLine(send, "MZ1", lambda: stuck.append(True))
+        line = StreamLine(Twilio(None), send, "MZ1", lambda: stuck.append(True))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(line.pump)
             line.send_media(b"\xff" * FRAME)

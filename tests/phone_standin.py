@@ -1,4 +1,6 @@
-"""A stand-in for Twilio's side of a phone call, written from Twilio's documented formats.
+"""Stand-ins for a telephony provider's side of a phone call, written from the providers'
+documented formats: Twilio's (:class:`TwilioStandIn`) and Telnyx's (:class:`TelnyxStandIn`,
+its TeXML webhook and Media Streaming frames, the same behaviour otherwise).
 
 It does what Twilio does with a number whose voice webhook points at the server: POSTs the
 webhook (form fields ``CallSid``, ``AccountSid``, ``From``, ``To``, ``CallStatus``, signed
@@ -22,9 +24,11 @@ import hmac
 import json
 import secrets
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -80,7 +84,7 @@ class TwiML:
         self.verbs = [child.tag for child in root]
         self.stream_url = self.action_url = None
         self.parameters: dict[str, str] = {}
-        self.reject_reason = self.said = None
+        self.reject_reason = self.said = self.redirect_url = None
         for child in root:
             if child.tag == "Connect":
                 self.action_url = child.get("action")
@@ -93,6 +97,8 @@ class TwiML:
                 self.reject_reason = child.get("reason", "rejected")
             elif child.tag == "Say":
                 self.said = child.text
+            elif child.tag == "Redirect":
+                self.redirect_url = child.text
 
 
 class TwilioStandIn:
@@ -130,13 +136,21 @@ class TwilioStandIn:
     async def post(
         self, url: str, form: dict[str, str], signature: str | bytes | None = None
     ) -> httpx.Response:
-        headers: dict[str, str | bytes] = {}
-        if signature is not None:
-            headers["X-Twilio-Signature"] = signature
-        elif self.auth_token is not None:
-            headers["X-Twilio-Signature"] = twilio_signature(url, form, self.auth_token)
+        body = urlencode(form)
+        headers: dict[str, str | bytes] = {"content-type": "application/x-www-form-urlencoded"}
+        headers.update(self.sign(url, form, body, signature))
         async with httpx.AsyncClient(timeout=30) as client:
-            return await client.post(url, data=form, headers=headers)
+            return await client.post(url, content=body.encode(), headers=headers)
+
+    def sign(
+        self, url: str, form: dict[str, str], body: str, signature: str | bytes | None
+    ) -> dict[str, str | bytes]:
+        """The request's signature headers (``signature`` given: that one, as it is)."""
+        if signature is not None:
+            return {"X-Twilio-Signature": signature}
+        if self.auth_token is not None:
+            return {"X-Twilio-Signature": twilio_signature(url, form, self.auth_token)}
+        return {}
 
     def call_form(self) -> dict[str, str]:
         return {
@@ -156,8 +170,11 @@ class TwilioStandIn:
     async def after(self, twiml: TwiML) -> TwiML:
         """The <Connect> action, requested once the server closed the stream."""
         assert twiml.action_url is not None
+        return await self.follow(twiml.action_url)
+
+    async def follow(self, url: str) -> TwiML:
         form = {**self.call_form(), "CallStatus": "in-progress"}
-        response = await self.post(twiml.action_url, form)
+        response = await self.post(url, form)
         assert response.status_code == 200, response.text
         return TwiML(response.text)
 
@@ -170,10 +187,20 @@ class TwilioStandIn:
     async def open_stream(self, twiml: TwiML) -> None:
         assert twiml.stream_url is not None
         self.ws = await websockets.connect(twiml.stream_url)
-        await self.ws.send(
-            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        )
-        start = {
+        await self.ws.send(json.dumps(self.connected_frame()))
+        await self.ws.send(json.dumps(self.start_frame(twiml)))
+        self._tasks = [
+            asyncio.create_task(self._receive()),
+            asyncio.create_task(self._play()),
+        ]
+
+    # the provider's frames (a subclass speaks another provider's dialect)
+
+    def connected_frame(self) -> dict[str, Any]:
+        return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+
+    def start_frame(self, twiml: TwiML) -> dict[str, Any]:
+        return {
             "event": "start",
             "sequenceNumber": self._next(),
             "start": {
@@ -186,11 +213,47 @@ class TwilioStandIn:
             },
             "streamSid": self.stream_sid,
         }
-        await self.ws.send(json.dumps(start))
-        self._tasks = [
-            asyncio.create_task(self._receive()),
-            asyncio.create_task(self._play()),
-        ]
+
+    def media_frame(self, chunk: bytes, number: int) -> dict[str, Any]:
+        return {
+            "event": "media",
+            "sequenceNumber": self._next(),
+            "media": {
+                "track": "inbound",
+                "chunk": str(number),
+                "timestamp": str((number - 1) * 20),
+                "payload": base64.b64encode(chunk).decode(),
+            },
+            "streamSid": self.stream_sid,
+        }
+
+    def dtmf_frame(self, digit: str) -> dict[str, Any]:
+        return {
+            "event": "dtmf",
+            "streamSid": self.stream_sid,
+            "sequenceNumber": self._next(),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+
+    def stop_frame(self) -> dict[str, Any]:
+        return {
+            "event": "stop",
+            "sequenceNumber": self._next(),
+            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            "streamSid": self.stream_sid,
+        }
+
+    def mark_frame(self, name: str) -> dict[str, Any]:
+        return {
+            "event": "mark",
+            "sequenceNumber": self._next(),
+            "streamSid": self.stream_sid,
+            "mark": {"name": name},
+        }
+
+    def check_outgoing(self, message: dict[str, Any]) -> None:
+        """What the provider requires of the server's frames."""
+        assert message.get("streamSid") == self.stream_sid, message
 
     async def speak(self, audio: bytes, realtime: bool = True) -> None:
         """The caller's audio, in 20 ms media messages at the pace of speech."""
@@ -241,39 +304,13 @@ class TwilioStandIn:
 
     async def _send_media(self, chunk: bytes) -> None:
         self.chunks_sent += 1
-        message = {
-            "event": "media",
-            "sequenceNumber": self._next(),
-            "media": {
-                "track": "inbound",
-                "chunk": str(self.chunks_sent),
-                "timestamp": str((self.chunks_sent - 1) * 20),
-                "payload": base64.b64encode(chunk).decode(),
-            },
-            "streamSid": self.stream_sid,
-        }
-        await self.ws.send(json.dumps(message))
+        await self.ws.send(json.dumps(self.media_frame(chunk, self.chunks_sent)))
 
     async def press(self, digit: str) -> None:
-        await self.ws.send(
-            json.dumps(
-                {
-                    "event": "dtmf",
-                    "streamSid": self.stream_sid,
-                    "sequenceNumber": self._next(),
-                    "dtmf": {"track": "inbound_track", "digit": digit},
-                }
-            )
-        )
+        await self.ws.send(json.dumps(self.dtmf_frame(digit)))
 
     async def hang_up(self) -> None:
-        stop = {
-            "event": "stop",
-            "sequenceNumber": self._next(),
-            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-            "streamSid": self.stream_sid,
-        }
-        await self.ws.send(json.dumps(stop))
+        await self.ws.send(json.dumps(self.stop_frame()))
         await self.ws.close()
         await self.end()
 
@@ -284,14 +321,8 @@ class TwilioStandIn:
 
     async def _echo(self, name: str) -> None:
         self.marks_echoed.append(name)
-        message = {
-            "event": "mark",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "mark": {"name": name},
-        }
         try:
-            await self.ws.send(json.dumps(message))
+            await self.ws.send(json.dumps(self.mark_frame(name)))
         except websockets.ConnectionClosed:
             pass
 
@@ -301,7 +332,7 @@ class TwilioStandIn:
                 message = json.loads(text)
                 self.arrivals.append(time.monotonic())
                 self.messages.append(message)
-                assert message.get("streamSid") == self.stream_sid, message
+                self.check_outgoing(message)
                 kind = message["event"]
                 if kind == "media":
                     audio = base64.b64decode(message["media"]["payload"])
@@ -346,3 +377,107 @@ class TwilioStandIn:
                 self.heard += piece
                 clock += len(piece) / RATE
                 await asyncio.sleep(max(0.0, clock - time.monotonic()))
+
+
+class TelnyxStandIn(TwilioStandIn):
+    """One call, as Telnyx carries it: a TeXML application's webhook (signed with Ed25519 when
+    it has a private key), and Telnyx's Media Streaming frames (snake_case, ``stream_id`` on
+    every frame it sends, none on the server's)."""
+
+    def __init__(self, base_url: str, private_key: Any = None) -> None:
+        super().__init__(base_url, voice_path="/telnyx/voice")
+        self.private_key = private_key
+        self.clock_skew_s = 0.0  #: how far off our clock is when signing
+        self.call_sid = "v3:" + secrets.token_urlsafe(24)
+        self.stream_sid = str(uuid.uuid4()).upper()
+
+    def sign(
+        self, url: str, form: dict[str, str], body: str, signature: str | bytes | None
+    ) -> dict[str, str | bytes]:
+        timestamp = str(int(time.time() + self.clock_skew_s))
+        if signature is not None:
+            return {"telnyx-timestamp": timestamp, "telnyx-signature-ed25519": signature}
+        if self.private_key is None:
+            return {}
+        signed = self.private_key.sign(f"{timestamp}|{body}".encode())
+        return {
+            "telnyx-timestamp": timestamp,
+            "telnyx-signature-ed25519": base64.b64encode(signed).decode(),
+        }
+
+    def call_form(self) -> dict[str, str]:
+        return {
+            "AccountSid": str(uuid.uuid4()),
+            "CallSid": self.call_sid,
+            "CallSidLegacy": "v3:" + secrets.token_hex(8),
+            "From": "+15551230000",
+            "To": "+15557650000",
+            "ConnectionId": "1234567890",
+            "ApiVersion": "2010-04-01",
+            "CallStatus": "ringing",
+        }
+
+    async def after(self, twiml: TwiML) -> TwiML:
+        """The <Redirect> after <Connect>, followed once the stream has stopped."""
+        assert twiml.redirect_url is not None
+        return await self.follow(twiml.redirect_url)
+
+    def connected_frame(self) -> dict[str, Any]:
+        return {"event": "connected", "version": "1.0.0"}
+
+    def start_frame(self, twiml: TwiML) -> dict[str, Any]:
+        return {
+            "event": "start",
+            "sequence_number": self._next(),
+            "stream_id": self.stream_sid,
+            "start": {
+                "user_id": str(uuid.uuid4()),
+                "call_control_id": self.call_sid,
+                "call_session_id": str(uuid.uuid4()),
+                "from": "+15551230000",
+                "to": "+15557650000",
+                "custom_parameters": twiml.parameters,
+                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+            },
+        }
+
+    def media_frame(self, chunk: bytes, number: int) -> dict[str, Any]:
+        return {
+            "event": "media",
+            "sequence_number": self._next(),
+            "stream_id": self.stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(number),
+                "timestamp": str((number - 1) * 20),
+                "payload": base64.b64encode(chunk).decode(),
+            },
+        }
+
+    def dtmf_frame(self, digit: str) -> dict[str, Any]:
+        return {
+            "event": "dtmf",
+            "stream_id": self.stream_sid,
+            "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sequence_number": self._next(),
+            "dtmf": {"digit": digit},
+        }
+
+    def stop_frame(self) -> dict[str, Any]:
+        return {
+            "event": "stop",
+            "sequence_number": self._next(),
+            "stream_id": self.stream_sid,
+            "stop": {"user_id": str(uuid.uuid4()), "call_control_id": self.call_sid},
+        }
+
+    def mark_frame(self, name: str) -> dict[str, Any]:
+        return {
+            "event": "mark",
+            "stream_id": self.stream_sid,
+            "sequence_number": self._next(),
+            "mark": {"name": name},
+        }
+
+    def check_outgoing(self, message: dict[str, Any]) -> None:
+        assert "streamSid" not in message and "stream_id" not in message, message
