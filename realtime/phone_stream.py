@@ -163,7 +163,8 @@ def register(app: QuartTrio, phone: PhoneCalls, provider: Provider) -> None:
         params = [(key, value) for key in form for value in form.getlist(key)]
         query = request.query_string.decode("latin-1")
         url = base_url() + request.path + (f"?{query}" if query else "")
-        body = await request.get_data()
+        raw = await request.get_data()
+        body = raw if isinstance(raw, bytes) else raw.encode()
         headers = {key.lower(): value for key, value in request.headers.items()}
         verified = provider.verify(url, params, body, headers)
         if verified is None:
