@@ -17,7 +17,8 @@ question over it (barge-in). Printed, p50 and p90 over ``--turns`` turns:
 - start of the caller's speech over an answer -> the ``clear`` arriving, and how much of the
   answer the caller heard after they began to speak.
 
-Usage: ``python scripts/bench_phone.py [--engines embedded|zero-cost] [--turns 20]``.
+Usage: ``python scripts/bench_phone.py [--engines embedded|zero-cost] [--turns 20]
+[--provider twilio|telnyx]``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ from bench_transcription import percentile
 from realtime import AppSettings, PipelinePool, SessionOptions
 from realtime.audio import StreamingResampler, decode
 from realtime.server import ServerThread
-from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw, ulaw_energy
+from tests.phone_standin import (
+    TelnyxStandIn,
+    TwilioStandIn,
+    TwiML,
+    silence,
+    tone,
+    ulaw,
+    ulaw_energy,
+)
 
 LOUD = 0.02  #: RMS above which a media frame carries the answer
 
@@ -77,10 +86,13 @@ def zero_cost_pool() -> tuple[PipelinePool, dict[str, object], list[bytes]]:
     return PipelinePool([pipeline]), {}, [tone(500)]
 
 
-async def run(port: int, questions: list[bytes], turns: int, listen_s: float) -> None:
-    twilio = TwilioStandIn(f"http://127.0.0.1:{port}")
+async def run(
+    port: int, questions: list[bytes], turns: int, listen_s: float, provider: str
+) -> None:
+    standin = TelnyxStandIn if provider == "telnyx" else TwilioStandIn
+    twilio = standin(f"http://127.0.0.1:{port}")
     twiml = TwiML((await twilio.ring()).text)
-    assert twiml.verbs == ["Connect"], twiml.text
+    assert twiml.verbs[0] == "Connect", twiml.text
     await twilio.open_stream(twiml)
     twilio.microphone()
     await twilio.say(silence(500))
@@ -136,6 +148,9 @@ def main() -> None:
     parser.add_argument("--engines", choices=("embedded", "zero-cost"), default="embedded")
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument(
+        "--provider", choices=("twilio", "telnyx"), default="twilio", help="whose stand-in calls"
+    )
+    parser.add_argument(
         "--listen_s",
         type=float,
         default=None,
@@ -149,11 +164,12 @@ def main() -> None:
     settings = AppSettings(session=SessionOptions(session_defaults=dict(defaults)))
     server = ServerThread(pool, settings).start()
     print(
-        f"bench_phone: {args.engines} engines, {args.turns} turns, {listen_s:.1f} s heard before "
-        f"each barge-in; {platform.machine()}, {os.cpu_count()} cores"
+        f"bench_phone: {args.provider}, {args.engines} engines, {args.turns} turns, "
+        f"{listen_s:.1f} s heard before each barge-in; {platform.machine()}, "
+        f"{os.cpu_count()} cores"
     )
     try:
-        asyncio.run(run(server.port, questions, args.turns, listen_s))
+        asyncio.run(run(server.port, questions, args.turns, listen_s, args.provider))
     finally:
         server.stop()
         pool.close()
