@@ -38,8 +38,15 @@ def create_app(
 
 
 def phone_providers(settings: PhoneSettings) -> tuple[Provider, ...]:
-    """The telephony providers whose calls the server takes (each at ``/{name}/...``)."""
-    return (Twilio(settings.twilio_auth_token), Telnyx(settings.telnyx_public_key))
+    """The telephony providers whose calls the server takes (each at ``/{name}/...``): once
+    any provider's signing key is configured, only the providers with keys (an unchecked
+    route beside a checked one would let anyone place calls); with none, all of them."""
+    providers: tuple[Provider, ...] = (
+        Twilio(settings.twilio_auth_token),
+        Telnyx(settings.telnyx_public_key),
+    )
+    keyed = tuple(provider for provider in providers if provider.keyed)
+    return keyed or providers
 
 
 def create_http_app(

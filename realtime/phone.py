@@ -156,7 +156,8 @@ class PhoneCalls:
         self.calls = calls
         self.settings = settings
         self._streams: dict[str, PhoneCall] = {}  #: one-time stream tokens
-        self._transfers: dict[str, tuple[str, float]] = {}  #: call_id -> (target, ended at)
+        #: (provider, call_id) -> (target, ended at)
+        self._transfers: dict[tuple[str, str], tuple[str, float]] = {}
 
     def get(self, call_id: str) -> Call | None:
         return self.calls.live.get(call_id)
@@ -237,22 +238,23 @@ class PhoneCalls:
     def _ended(self, call: PhoneCall) -> None:
         self._streams.pop(call.stream_token, None)
         now = time.monotonic()
-        for call_id, (_, ended) in list(self._transfers.items()):
+        for key, (_, ended) in list(self._transfers.items()):
             if now - ended > TRANSFER_KEEP_S:
-                del self._transfers[call_id]
+                del self._transfers[key]
         if call.transfer_to is not None:
-            self._transfers[call.call_id] = (call.transfer_to, now)
+            self._transfers[(call.provider, call.call_id)] = (call.transfer_to, now)
 
-    def claim_stream(self, call_id: str, token: str) -> PhoneCall | None:
-        """The call a media stream's token was issued to (once)."""
+    def claim_stream(self, provider: str, call_id: str, token: str) -> PhoneCall | None:
+        """The call of ``provider`` a media stream's token was issued to (once)."""
         call = self._streams.get(token)
-        if call is None or call.call_id != call_id:
+        if call is None or call.call_id != call_id or call.provider != provider:
             return None
         return self._streams.pop(token)
 
-    def transfer_of(self, call_id: str) -> str | None:
-        """Where an ended call was referred to, for the provider's after-stream request."""
-        entry = self._transfers.pop(call_id, None)
+    def transfer_of(self, provider: str, call_id: str) -> str | None:
+        """Where an ended call of ``provider`` was referred to, for the provider's
+        after-stream request."""
+        entry = self._transfers.pop((provider, call_id), None)
         return None if entry is None else entry[0]
 
     # --- call control (``/v1/realtime/calls/{call_id}/...``) --------------------------------

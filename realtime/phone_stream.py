@@ -51,6 +51,12 @@ class Provider(abc.ABC):
     ``AttributeError``) on a malformed message, which is then dropped."""
 
     name = ""  #: the routes' prefix: ``/{name}/voice`` ...
+    key_flag = ""  #: the flag that gives the key its webhooks are checked with
+
+    @property
+    @abc.abstractmethod
+    def keyed(self) -> bool:
+        """Whether a key to check the provider's signatures with is configured."""
 
     @property
     def media_path(self) -> str:
@@ -172,9 +178,10 @@ def register(app: QuartTrio, phone: PhoneCalls, provider: Provider) -> None:
                 warned.append(True)
                 log.warning(
                     "%s's requests are not verified: anyone who finds /%s/voice can place "
-                    "calls on this server (configure its signing key)",
+                    "calls on this server (set %s)",
                     name,
                     name,
+                    provider.key_flag,
                 )
             return None
         if verified:
@@ -210,7 +217,7 @@ def register(app: QuartTrio, phone: PhoneCalls, provider: Provider) -> None:
         refused = await refused_signature()
         if refused is not None:
             return refused
-        return xml(provider.after(phone.transfer_of(call_id)))
+        return xml(provider.after(phone.transfer_of(name, call_id)))
 
     app.add_url_rule(f"/{name}/voice", f"{name}_voice", voice, methods=["POST"])
     app.add_url_rule(f"/{name}/after/<call_id>", f"{name}_after", after, methods=["POST"])
@@ -271,6 +278,11 @@ class MediaStream:
 
     def handle(self, message: Mapping[str, Any], nursery: trio.Nursery) -> bool:
         """One message from the provider; False when the stream has stopped."""
+        event = message.get("event")
+        if event == "media" and self.line is None:
+            return True  # audio before the stream started: nothing to join it to yet
+        if event == "start" and self.line is not None:
+            raise ValueError("a second start")
         parsed = self.provider.parse(message)
         if parsed is None:
             return True
@@ -305,7 +317,7 @@ async def media_stream(
     if (await receive())["type"] != "websocket.connect":
         return
     call_id, _, token = str(scope["path"])[len(provider.media_path) :].partition("/")
-    call = phone.claim_stream(call_id, token)
+    call = phone.claim_stream(provider.name, call_id, token)
     if call is None or call.ended.is_set():
         log.warning("refused a %s media stream with an unknown or used token", provider.name)
         await send({"type": "websocket.close", "code": CLOSE_POLICY})
@@ -337,7 +349,14 @@ async def media_stream(
                         raise TypeError("not a JSON object")
                     if not stream.handle(parsed, nursery):
                         break
-                except (ValueError, binascii.Error, AttributeError, TypeError, RecursionError):
+                except (
+                    ValueError,
+                    binascii.Error,
+                    AttributeError,
+                    TypeError,
+                    RecursionError,
+                    ArithmeticError,
+                ):
                     stream.bad_messages += 1
             nursery.cancel_scope.cancel()
     finally:

@@ -54,6 +54,8 @@ def signature_ok(key: Any, headers: Mapping[str, str], body: bytes, now: float) 
     from cryptography.exceptions import InvalidSignature
 
     timestamp = headers.get("telnyx-timestamp", "")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        return False
     try:
         signature = base64.b64decode(headers.get("telnyx-signature-ed25519", ""), validate=True)
         if abs(now - int(timestamp)) > SIGNATURE_TOLERANCE_S:
@@ -66,17 +68,35 @@ def signature_ok(key: Any, headers: Mapping[str, str], body: bytes, now: float) 
 
 class Telnyx(Provider):
     name = "telnyx"
+    key_flag = "--telnyx_public_key"
     account_header = ("X-Telnyx-ConnectionId", "ConnectionId")
 
     def __init__(self, public_key_text: str | None) -> None:
         self.key = public_key(public_key_text) if public_key_text else None
+        #: signatures accepted within the tolerance: a replayed request is refused
+        self._seen: dict[bytes, float] = {}
+
+    @property
+    def keyed(self) -> bool:
+        return self.key is not None
 
     def verify(
         self, url: str, params: list[tuple[str, str]], body: bytes, headers: Mapping[str, str]
     ) -> bool | None:
         if self.key is None:
             return None
-        return signature_ok(self.key, headers, body, time.time())
+        now = time.time()
+        if not signature_ok(self.key, headers, body, now):
+            return False
+        signature = headers.get("telnyx-signature-ed25519", "").encode()
+        for seen, at in list(self._seen.items()):
+            if now - at > 2 * SIGNATURE_TOLERANCE_S:
+                del self._seen[seen]
+        if signature in self._seen:
+            log.warning("refused a replayed Telnyx request")
+            return False
+        self._seen[signature] = now
+        return True
 
     def answer(self, decision: Decision, stream_url: str, after_url: str) -> str:
         if decision.outcome is not Outcome.CONNECT:
@@ -94,8 +114,11 @@ class Telnyx(Provider):
     def start(self, message: Mapping[str, Any]) -> Parsed:
         fmt = (message.get("start") or {}).get("media_format") or {}
         encoding = str(fmt.get("encoding", "")).upper()
-        found = (encoding, int(fmt.get("sample_rate", 0)), int(fmt.get("channels", 1)))
-        if found not in (("PCMU", 8000, 1), ("AUDIO/X-MULAW", 8000, 1)):
+        if (
+            encoding not in ("PCMU", "AUDIO/X-MULAW")
+            or fmt.get("sample_rate") not in (8000, "8000")
+            or fmt.get("channels", 1) not in (1, "1")
+        ):
             log.warning("a telnyx stream of an unexpected media format %s: ending it", fmt)
             return "stop", None
         return "start", str(message.get("stream_id") or "")

@@ -82,10 +82,15 @@ def dial(target: str | None) -> str:
 
 class Twilio(Provider):
     name = "twilio"
+    key_flag = "--twilio_auth_token"
     account_header = ("X-Twilio-AccountSid", "AccountSid")
 
     def __init__(self, auth_token: str | None) -> None:
         self.auth_token = auth_token
+
+    @property
+    def keyed(self) -> bool:
+        return self.auth_token is not None
 
     def verify(
         self, url: str, params: list[tuple[str, str]], body: bytes, headers: Mapping[str, str]

@@ -9,15 +9,29 @@ import json
 import time
 import urllib.request
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 import pytest
+import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from realtime.phone import BUSY_TEXT, PhoneSettings
-from tests.phone_standin import TelnyxStandIn, TwiML, silence, tone, ulaw_energy
+from tests.phone_standin import TelnyxStandIn, TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.realtime.harness import LiveServer, fake_pool, live_server
 from tests.realtime.test_phone import LONG_REPLY, base, health, sideband, wait_for
+
+
+async def refer(server: LiveServer, call_id: str, target: str) -> None:
+    """The application refers the call (the server's API key is ``sk-app``)."""
+    request = urllib.request.Request(
+        f"{base(server)}/v1/realtime/calls/{call_id}/refer",
+        data=json.dumps({"target_uri": target}).encode(),
+        headers={"Authorization": "Bearer sk-app", "Content-Type": "application/json"},
+        method="POST",
+    )
+    await asyncio.to_thread(urllib.request.urlopen, request, None, 10)
 
 
 async def connected_call(server: LiveServer, **standin: Any) -> tuple[TelnyxStandIn, TwiML]:
@@ -79,13 +93,7 @@ def test_a_referred_telnyx_call_is_dialled_by_the_redirect() -> None:
             telnyx, texml = await connected_call(server)
             call_id = texml.parameters["call_id"]
             await wait_for(lambda: health(server)["active_sessions"] == 1)
-            request = urllib.request.Request(
-                f"{base(server)}/v1/realtime/calls/{call_id}/refer",
-                data=json.dumps({"target_uri": "sip:desk@pbx.example.com"}).encode(),
-                headers={"Authorization": "Bearer sk-app", "Content-Type": "application/json"},
-                method="POST",
-            )
-            await asyncio.to_thread(urllib.request.urlopen, request, None, 10)
+            await refer(server, call_id, "sip:desk@pbx.example.com")
             await asyncio.wait_for(telnyx.closed.wait(), 10)
             after = await telnyx.after(texml)
             assert after.verbs == ["Dial"]
@@ -153,5 +161,69 @@ def test_a_telnyx_stream_in_another_format_is_ended(media_format: dict[str, Any]
             while health(server)["pipelines_in_use"] and time.monotonic() - started < 10:
                 await asyncio.sleep(0.05)
             assert health(server)["pipelines_in_use"] == 0
+
+        asyncio.run(body())
+
+
+def test_a_replayed_telnyx_webhook_is_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    phone = PhoneSettings(telnyx_public_key=base64.b64encode(public).decode())
+    with live_server(fake_pool(2), phone=phone) as server:
+
+        async def body() -> None:
+            telnyx = TelnyxStandIn(base(server), key)
+            form = telnyx.call_form()
+            url = base(server) + "/telnyx/voice"
+            timestamp = str(int(time.time()))
+            payload = urlencode(form)
+            signed = key.sign(f"{timestamp}|{payload}".encode())
+            headers = {
+                "content-type": "application/x-www-form-urlencoded",
+                "telnyx-timestamp": timestamp,
+                "telnyx-signature-ed25519": base64.b64encode(signed).decode(),
+            }
+            async with httpx.AsyncClient() as client:
+                first = await client.post(url, content=payload.encode(), headers=headers)
+                again = await client.post(url, content=payload.encode(), headers=headers)
+            assert (first.status_code, again.status_code) == (200, 403)
+
+        asyncio.run(body())
+
+
+def test_with_only_twilio_keyed_the_unchecked_telnyx_routes_are_not_served() -> None:
+    with live_server(fake_pool(1), phone=PhoneSettings(twilio_auth_token="tw")) as server:
+
+        async def body() -> None:
+            assert (await TelnyxStandIn(base(server)).ring()).status_code == 404
+            twilio = TwilioStandIn(base(server), auth_token="tw")
+            assert (await twilio.ring()).status_code == 200
+
+        asyncio.run(body())
+
+
+def test_a_calls_stream_and_transfer_belong_to_its_own_provider() -> None:
+    with live_server(fake_pool(2), api_key="sk-app") as server:
+
+        async def body() -> None:
+            twilio = TwilioStandIn(base(server))
+            twiml = TwiML((await twilio.ring()).text)
+            assert twiml.stream_url is not None
+            # the Twilio call's stream token on Telnyx's path opens nothing
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(twiml.stream_url.replace("/twilio/", "/telnyx/"))
+            await twilio.open_stream(twiml)  # the token was not used up by the attempt
+            call_id = twiml.parameters["call_id"]
+            await wait_for(lambda: health(server)["active_sessions"] == 1)
+            await refer(server, call_id, "tel:+14155550123")
+            await asyncio.wait_for(twilio.closed.wait(), 10)
+            # Telnyx's after-stream route knows nothing of a Twilio call's transfer
+            other = await TelnyxStandIn(base(server)).follow(
+                f"{base(server)}/telnyx/after/{call_id}"
+            )
+            assert other.verbs == ["Hangup"]
+            after = await twilio.after(twiml)
+            assert "<Number>+14155550123</Number>" in after.text
+            await twilio.end()
 
         asyncio.run(body())
