@@ -47,8 +47,10 @@ class Metrics:
     pool_in_use: int = 0
     draining: int = 0  #: 1 while the server drains or shuts down
     active_sessions: int = 0
-    #: WebRTC calls from their offer's answer to their end (connecting ones included)
+    #: calls (WebRTC, phone) from their answer to their end (connecting ones included)
     calls_live: int = 0
+    #: phone calls by (provider, outcome): "connect", "reject", "refuse" (a spoken refusal)
+    phone_calls: dict[tuple[str, str], int] = attrs.Factory(dict)
     sessions_total: int = 0
     sessions_refused: int = 0
     turns: int = 0
@@ -75,6 +77,10 @@ class Metrics:
                 self.draining,
             ),
             "realtime_active_sessions": ("Sessions connected now.", self.active_sessions),
+            "realtime_calls_live": (
+                "WebRTC and phone calls live now (ringing and connecting ones included).",
+                self.calls_live,
+            ),
         }
         counters = {
             "realtime_sessions_total": ("Sessions accepted.", self.sessions_total),
@@ -99,6 +105,13 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         for name, (help_text, value) in counters.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+        name = "realtime_phone_calls_total"
+        lines += [
+            f"# HELP {name} Phone calls by provider and outcome: connect, reject, refuse.",
+            f"# TYPE {name} counter",
+        ]
+        for (provider, outcome), count in sorted(self.phone_calls.items()):
+            lines.append(f'{name}{{provider="{provider}",outcome="{outcome}"}} {count}')
         histograms = {
             "realtime_time_to_first_audio_seconds": (
                 "From the start of a response's work to its first audio delta.",

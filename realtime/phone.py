@@ -164,6 +164,12 @@ class PhoneCalls:
 
     async def incoming(self, provider: str, sip_headers: list[dict[str, str]]) -> Decision:
         """A call is ringing: take a pipeline, ask the application, and decide."""
+        decision = await self._decide(provider, sip_headers)
+        key = (provider, decision.outcome.value)
+        self.calls.metrics.phone_calls[key] = self.calls.metrics.phone_calls.get(key, 0) + 1
+        return decision
+
+    async def _decide(self, provider: str, sip_headers: list[dict[str, str]]) -> Decision:
         try:
             self.calls.check_open()
             pipeline = self.calls.acquire()

@@ -256,6 +256,11 @@ def test_a_call_beyond_the_pool_hears_why_and_is_hung_up() -> None:
             refused = TwiML((await TwilioStandIn(base(server)).ring()).text)
             assert refused.verbs == ["Say", "Hangup"]
             assert refused.said == BUSY_TEXT
+            with urllib.request.urlopen(f"{base(server)}/metrics") as response:
+                metrics = response.read().decode()
+            assert 'realtime_phone_calls_total{provider="twilio",outcome="connect"} 1' in metrics
+            assert 'realtime_phone_calls_total{provider="twilio",outcome="refuse"} 1' in metrics
+            assert "realtime_calls_live 1" in metrics
             await first.hang_up()
             await wait_for(lambda: health(server)["pipelines_in_use"] == 0)
             again, _ = await connected_call(server)  # the slot is free again
