@@ -235,6 +235,14 @@ def parser() -> argparse.ArgumentParser:
         "default: $REALTIME_WEBHOOK_SECRET)",
     )
     phone.add_argument(
+        "--phone_greeting",
+        default=None,
+        help="the assistant speaks first on each phone call: a response with these "
+        "instructions as the call connects, e.g. 'Greet the caller and ask how you can "
+        "help.' (default: none; an application can instead send response.create on the "
+        "sideband)",
+    )
+    phone.add_argument(
         "--phone_accept_timeout_s",
         type=float,
         default=10.0,
@@ -515,6 +523,7 @@ def phone_settings(args: argparse.Namespace) -> PhoneSettings:
         webhook_url=args.call_webhook_url or None,
         webhook_secret=args.call_webhook_secret or None,
         accept_timeout_s=args.phone_accept_timeout_s,
+        greeting=args.phone_greeting or None,
     )
 
 

@@ -23,6 +23,7 @@ messages into the :class:`PhoneCall` methods, and renders :class:`Decision` s.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import re
 import secrets
@@ -66,6 +67,8 @@ class PhoneSettings:
     webhook_url: str | None = None  #: where ``realtime.call.incoming`` goes; None: accept all
     webhook_secret: str | None = None  #: signs the webhooks
     accept_timeout_s: float = 10.0  #: the application's time to accept or reject
+    #: when set, each call starts with a response of these instructions (a greeting)
+    greeting: str | None = None
     stream_timeout_s: float = 10.0  #: an accepted call's time to open its media stream
 
 
@@ -103,6 +106,8 @@ class PhoneCall(Call):
         self.stream_token = ""
         self._media = PhoneMedia(self)
         self.stream_started = trio.Event()
+        #: a response's instructions asked for as the call connects: the assistant speaks first
+        self.greeting: str | None = None
         self.stream_closed = trio.Event()  #: the adapter closed the stream (or it dropped)
 
     @property
@@ -133,9 +138,12 @@ class PhoneCall(Call):
     # --- what the adapter reports from the stream ------------------------------------------
 
     def started(self) -> None:
-        """The stream started: the session begins."""
+        """The stream started: the session begins (with the greeting, if there is one)."""
         self.stream_started.set()
         self.connected.set()
+        if self.greeting:
+            response = {"instructions": self.greeting}
+            self.client_event(json.dumps({"type": "response.create", "response": response}))
 
     def caller_ulaw(self, payload: bytes, resampler: audio.StreamingResampler) -> None:
         """A piece of the caller's μ-law audio."""
@@ -178,6 +186,7 @@ class PhoneCalls:
             busy = refused.error["code"] == "session_limit_reached"
             return Decision(Outcome.REFUSE, text=BUSY_TEXT if busy else RESTARTING_TEXT)
         call = PhoneCall("rtc_" + secrets.token_hex(12), provider, sip_headers)
+        call.greeting = self.settings.greeting
         settings = self.settings
         options = attrs.evolve(self.calls.options, transport="phone")
         # from here the call holds the pipeline until it ends (``Calls._serve`` releases it)

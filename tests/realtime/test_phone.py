@@ -484,3 +484,19 @@ def test_a_drain_lets_a_live_phone_call_finish_and_tells_new_callers_to_call_bac
         assert not server._thread.is_alive()
     finally:
         server.stop()
+
+
+def test_a_greeting_makes_the_assistant_speak_first() -> None:
+    pool = fake_pool(1)
+    greeting = "Greet the caller and ask how you can help."
+    with live_server(pool, phone=PhoneSettings(greeting=greeting)) as server:
+
+        async def body() -> None:
+            twilio, _ = await connected_call(server)
+            # no word from the caller: the answer comes to the line all the same
+            await wait_for(lambda: len(twilio.received) > 2000)
+            (llm,) = [p.llm for p in pool.pipelines]
+            assert llm.requests[0].instructions == greeting
+            await twilio.hang_up()
+
+        asyncio.run(body())
