@@ -243,6 +243,13 @@ def parser() -> argparse.ArgumentParser:
         "sideband)",
     )
     phone.add_argument(
+        "--phone_max_call_s",
+        type=float,
+        default=3600.0,
+        help="a phone call is hung up this long after it connected (default: an hour, as "
+        "OpenAI's sessions last)",
+    )
+    phone.add_argument(
         "--phone_accept_timeout_s",
         type=float,
         default=10.0,
@@ -524,6 +531,7 @@ def phone_settings(args: argparse.Namespace) -> PhoneSettings:
         webhook_secret=args.call_webhook_secret or None,
         accept_timeout_s=args.phone_accept_timeout_s,
         greeting=args.phone_greeting or None,
+        max_call_s=args.phone_max_call_s,
     )
 
 

@@ -69,6 +69,8 @@ class PhoneSettings:
     accept_timeout_s: float = 10.0  #: the application's time to accept or reject
     #: when set, each call starts with a response of these instructions (a greeting)
     greeting: str | None = None
+    #: a call is hung up this long after it connected (OpenAI's sessions last an hour)
+    max_call_s: float = 3600.0
     stream_timeout_s: float = 10.0  #: an accepted call's time to open its media stream
 
 
@@ -108,6 +110,7 @@ class PhoneCall(Call):
         self.stream_started = trio.Event()
         #: a response's instructions asked for as the call connects: the assistant speaks first
         self.greeting: str | None = None
+        self.max_call_s = 3600.0  #: the call ends this long after its stream started
         self.stream_closed = trio.Event()  #: the adapter closed the stream (or it dropped)
 
     @property
@@ -141,6 +144,7 @@ class PhoneCall(Call):
         """The stream started: the session begins (with the greeting, if there is one)."""
         self.stream_started.set()
         self.connected.set()
+        self.scope.deadline = trio.current_time() + self.max_call_s
         if self.greeting:
             response = {"instructions": self.greeting}
             self.client_event(json.dumps({"type": "response.create", "response": response}))
@@ -187,6 +191,7 @@ class PhoneCalls:
             return Decision(Outcome.REFUSE, text=BUSY_TEXT if busy else RESTARTING_TEXT)
         call = PhoneCall("rtc_" + secrets.token_hex(12), provider, sip_headers)
         call.greeting = self.settings.greeting
+        call.max_call_s = self.settings.max_call_s
         settings = self.settings
         options = attrs.evolve(self.calls.options, transport="phone")
         # from here the call holds the pipeline until it ends (``Calls._serve`` releases it)

@@ -500,3 +500,19 @@ def test_a_greeting_makes_the_assistant_speak_first() -> None:
             await twilio.hang_up()
 
         asyncio.run(body())
+
+
+def test_a_call_is_hung_up_at_its_maximum_length() -> None:
+    with live_server(fake_pool(1), phone=PhoneSettings(max_call_s=1.0)) as server:
+
+        async def body() -> None:
+            twilio, twiml = await connected_call(server)
+            began = time.monotonic()
+            await asyncio.wait_for(twilio.closed.wait(), 10)
+            assert 0.9 < time.monotonic() - began < 8  # not before its time
+            after = await twilio.after(twiml)
+            assert after.verbs == ["Hangup"]
+            await twilio.end()
+            await wait_for(lambda: health(server)["pipelines_in_use"] == 0)
+
+        asyncio.run(body())
