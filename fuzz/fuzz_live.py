@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +41,15 @@ from hypothesis import strategies as st
 
 from protocol.events import CLIENT_EVENT_TYPES
 from tests.protocol.steps import message
-from tests.realtime.harness import Client, LiveServer, fake_pool, live_server, silence_pcm, tone_pcm
+from tests.realtime.harness import (
+    Client,
+    LiveServer,
+    fake_pool,
+    health,
+    live_server,
+    silence_pcm,
+    tone_pcm,
+)
 from tests.support import validate_with_sdk
 
 LIVE_SETTINGS = settings(
@@ -453,12 +460,6 @@ async def text_turn(server: LiveServer) -> None:
         await client.send({"type": "response.create"})
         events = await client.until("response.done")
         assert events[-1]["response"]["status"] == "completed", events[-1]
-
-
-def health(server: LiveServer) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5) as answer:
-        result: dict[str, Any] = json.load(answer)
-    return result
 
 
 BUSY = ("pipelines_in_use", "transcription_sessions_in_use", "active_sessions")

@@ -19,14 +19,13 @@ import asyncio
 import json
 import logging
 import os
-import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import websockets
-from fuzz_live import ErrorLog
+from fuzz_live import ErrorLog, wait_until_idle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,11 +72,6 @@ steps = st.one_of(
     st.tuples(st.just("big"), st.integers(1, 3)),
 )
 endings = st.sampled_from(["stop", "close", "drop", "application"])
-
-
-def health(server: LiveServer) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as response:
-        return dict(json.load(response))
 
 
 async def step(twilio: TwilioStandIn, kind: str, value: Any) -> None:
@@ -161,13 +155,6 @@ async def a_key_press_gets_through(server: LiveServer) -> None:
     await twilio.hang_up()
 
 
-def wait_until_idle(server: LiveServer, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (state := health(server))["pipelines_in_use"] or state["active_sessions"]:
-        assert time.monotonic() < deadline, f"the call's pipeline was not released: {state}"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def phone_server() -> Iterator[tuple[LiveServer, ErrorLog]]:
     errors = ErrorLog()
@@ -193,9 +180,9 @@ def test_any_stream_leaves_the_server_whole(
 ) -> None:
     server, errors = phone_server
     asyncio.run(one_call(server, case, ending, provider))
-    wait_until_idle(server)
+    wait_until_idle(server, timeout_s=10.0)
     assert server._thread.is_alive()
     asyncio.run(a_key_press_gets_through(server))
-    wait_until_idle(server)
+    wait_until_idle(server, timeout_s=10.0)
     logged = errors.take()
     assert not logged, logged

@@ -111,7 +111,6 @@ class PhoneCall(Call):
         #: a response's instructions asked for as the call connects: the assistant speaks first
         self.greeting: str | None = None
         self.max_call_s = 3600.0  #: the call ends this long after its stream started
-        self.stream_closed = trio.Event()  #: the adapter closed the stream (or it dropped)
 
     @property
     def incoming(self) -> bool:
@@ -170,9 +169,6 @@ class PhoneCalls:
         self._streams: dict[str, PhoneCall] = {}  #: one-time stream tokens
         #: (provider, call_id) -> (target, ended at)
         self._transfers: dict[tuple[str, str], tuple[str, float]] = {}
-
-    def get(self, call_id: str) -> Call | None:
-        return self.calls.live.get(call_id)
 
     async def incoming(self, provider: str, sip_headers: list[dict[str, str]]) -> Decision:
         """A call is ringing: take a pipeline, ask the application, and decide."""

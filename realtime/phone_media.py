@@ -75,8 +75,6 @@ class PhoneMedia:
         self._playing = False
         self._dry_at = 0.0  #: when the provider's buffer runs out (trio clock)
         self.line: Line | None = None
-        self.frames_sent = 0
-        self.first_frame_at: float | None = None  #: trio clock of the last burst's first frame
 
     def play(self, samples: np.ndarray) -> None:
         """Queue float32 mono samples at 8 kHz behind what is queued."""
@@ -138,10 +136,8 @@ class PhoneMedia:
             now = trio.current_time()
             if not self._playing:
                 self._playing = True
-                self.first_frame_at = now
                 self._call.report(ins.PlayoutStarted())
             line.send_media(frame)
-            self.frames_sent += 1
             self._sent += len(frame)
             self._dry_at = max(self._dry_at, now) + len(frame) / LINE_RATE
             if self._sent - self._marked >= MARK_EVERY or not self._pending:

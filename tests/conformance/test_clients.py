@@ -23,6 +23,8 @@ import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +190,9 @@ class WarningLogs(logging.Handler):
         self.records.append(record)
 
 
-def test_openai_agents_realtime_runner_completes_a_spoken_turn_and_a_tool_call() -> None:
+def weather_agent(name: str, instructions: str) -> tuple[Any, list[str]]:
+    """An ``openai-agents`` RealtimeAgent with a get_weather function tool (tracing off), and
+    the cities the tool was called for (skips without the [agents] extra)."""
     agents = pytest.importorskip("agents", reason="openai-agents is in the [agents] extra")
     from agents.realtime import RealtimeAgent
 
@@ -201,18 +205,28 @@ def test_openai_agents_realtime_runner_completes_a_spoken_turn_and_a_tool_call()
         calls.append(city)
         return "sunny"
 
-    agent = RealtimeAgent(name="assistant", instructions="Answer briefly.", tools=[get_weather])
+    return RealtimeAgent(name=name, instructions=instructions, tools=[get_weather]), calls
+
+
+@contextmanager
+def agents_sdk_warnings() -> Iterator[WarningLogs]:
+    """The Agents SDK's warnings and errors while the block runs."""
     logs = WarningLogs()
     sdk_logger = logging.getLogger("openai.agents")
     level = sdk_logger.level
     sdk_logger.addHandler(logs)
     sdk_logger.setLevel(logging.WARNING)
     try:
-        with live_server(two_question_pool()) as server:
-            answers, problems, audio = asyncio.run(run_agent(agent, server))
+        yield logs
     finally:
         sdk_logger.removeHandler(logs)
         sdk_logger.setLevel(level)
+
+
+def test_openai_agents_realtime_runner_completes_a_spoken_turn_and_a_tool_call() -> None:
+    agent, calls = weather_agent("assistant", "Answer briefly.")
+    with agents_sdk_warnings() as logs, live_server(two_question_pool()) as server:
+        answers, problems, audio = asyncio.run(run_agent(agent, server))
     assert problems == []
     assert [r.getMessage() for r in logs.records] == []
     assert calls == ["Paris"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import pytest
@@ -25,9 +24,10 @@ from realtime.phone import PhoneSettings
 from tests.conformance.test_clients import (
     AFTER_TOOL,
     JS,
-    WarningLogs,
+    agents_sdk_warnings,
     install_js_packages,
     two_question_pool,
+    weather_agent,
 )
 from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
 from tests.realtime.harness import live_server
@@ -38,21 +38,11 @@ KEY = "sk-app"
 
 
 def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() -> None:
-    agents = pytest.importorskip("agents", reason="openai-agents is in the [agents] extra")
-    from agents.realtime import RealtimeAgent, RealtimeRunner
+    agent, calls = weather_agent("phone", "Answer the phone.")
+    from agents.realtime import RealtimeRunner
     from agents.realtime.items import AssistantMessageItem
     from agents.realtime.openai_realtime import OpenAIRealtimeSIPModel
 
-    agents.set_tracing_disabled(True)
-    calls: list[str] = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """Weather of a city."""
-        calls.append(city)
-        return "sunny"
-
-    agent = RealtimeAgent(name="phone", instructions="Answer the phone.", tools=[get_weather])
     answers: list[str] = []
     problems: list[str] = []
 
@@ -119,16 +109,8 @@ def test_openai_agents_sip_model_answers_a_phone_call_with_its_agent_and_tool() 
             for task in tasks:
                 await task
 
-    logs = WarningLogs()
-    sdk_logger = logging.getLogger("openai.agents")
-    level = sdk_logger.level
-    sdk_logger.addHandler(logs)
-    sdk_logger.setLevel(logging.WARNING)
-    try:
+    with agents_sdk_warnings() as logs:
         asyncio.run(body())
-    finally:
-        sdk_logger.removeHandler(logs)
-        sdk_logger.setLevel(level)
     assert problems == []
     assert [r.getMessage() for r in logs.records] == []
     assert calls == ["Paris"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -48,6 +49,13 @@ def live_server(pool: PipelinePool | None = None, **session: Any) -> Iterator[Li
         yield server
     finally:
         server.stop()
+
+
+def health(server: LiveServer) -> dict[str, Any]:
+    """The live server's ``GET /health``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as reply:
+        result: dict[str, Any] = json.load(reply)
+    return result
 
 
 def tone_pcm(ms: int, amplitude: float = 0.3) -> bytes:

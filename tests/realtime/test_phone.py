@@ -21,17 +21,13 @@ from protocol.invariants import SequenceChecker
 from realtime import AppSettings
 from realtime.phone import BUSY_TEXT, UNANSWERED_TEXT, PhoneSettings
 from tests.phone_standin import TwilioStandIn, TwiML, silence, tone, ulaw_energy
-from tests.realtime.harness import LiveServer, fake_pool, live_server
+from tests.protocol.test_flows import AUDIO_END, AUDIO_FIRST_CHUNK, USER_TURN_COMMITTED
+from tests.realtime.harness import LiveServer, fake_pool, health, live_server
 from tests.support import validate_with_sdk
 from tests.webhook_receiver import receiving
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLXBob25lLXRlc3Rz"
 LONG_REPLY = " ".join(["word"] * 50)  #: 4 s of the fake TTS
-
-
-def health(server: LiveServer) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as response:
-        return dict(json.load(response))
 
 
 def base(server: LiveServer) -> str:
@@ -108,22 +104,12 @@ def test_a_phone_call_answers_in_ulaw_reports_playout_from_marks_and_passes_dtmf
                 types = app.types()
                 # the turn's events in order (deltas and the buffer's events come between)
                 core = [t for t in types if not t.endswith("delta") and "buffer.st" not in t]
+                first_chunk = [t for t in AUDIO_FIRST_CHUNK if not t.endswith("delta")]
                 assert core == [
                     "input_audio_buffer.speech_started",
-                    "input_audio_buffer.speech_stopped",
-                    "input_audio_buffer.committed",
-                    "conversation.item.added",
-                    "conversation.item.done",
-                    "response.created",
-                    "response.output_item.added",
-                    "conversation.item.added",
-                    "response.content_part.added",
-                    "response.output_audio.done",
-                    "response.output_audio_transcript.done",
-                    "response.content_part.done",
-                    "conversation.item.done",
-                    "response.output_item.done",
-                    "response.done",
+                    *USER_TURN_COMMITTED,
+                    *first_chunk,
+                    *AUDIO_END,
                 ]
                 started = types.index("output_audio_buffer.started")
                 assert types.index("response.content_part.added") < started

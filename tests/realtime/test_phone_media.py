@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import numpy as np
 import trio
 import trio.testing
@@ -43,20 +46,27 @@ def run(body) -> None:  # type: ignore[no-untyped-def]
     trio.run(body, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+@asynccontextmanager
+async def pacing() -> AsyncIterator[tuple[PhoneCall, PhoneMedia, RecordingLine]]:
+    """A call's media pacing onto a recording line while the block runs."""
+    call = PhoneCall("rtc_test", "test", [])
+    media, line = PhoneMedia(call), RecordingLine()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(media.pace, line)
+        yield call, media, line
+        nursery.cancel_scope.cancel()
+
+
 def seconds(s: float) -> np.ndarray:
     return np.full(int(s * LINE_RATE), 0.1, np.float32)
 
 
 def test_audio_goes_out_in_20_ms_frames_paced_a_little_ahead_of_the_ear() -> None:
     async def body() -> None:
-        call = PhoneCall("rtc_test", "test", [])
-        media, line = PhoneMedia(call), RecordingLine()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(media.pace, line)
+        async with pacing() as (call, media, line):
             start = trio.current_time()
             media.play(seconds(1.0))
             await trio.sleep(2.0)
-            nursery.cancel_scope.cancel()
         frames = line.of("media")
         assert [size for _, _, size in frames] == [FRAME] * 50
         # each frame leaves no earlier than LEAD_S before the caller would hear it
@@ -73,10 +83,7 @@ def test_audio_goes_out_in_20_ms_frames_paced_a_little_ahead_of_the_ear() -> Non
 
 def test_playout_stops_when_the_last_mark_comes_back() -> None:
     async def body() -> None:
-        call = PhoneCall("rtc_test", "test", [])
-        media, line = PhoneMedia(call), RecordingLine()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(media.pace, line)
+        async with pacing() as (call, media, line):
             media.play(seconds(0.2))
             await trio.sleep(0.5)
             names = [str(name) for _, _, name in line.of("mark")]
@@ -85,17 +92,13 @@ def test_playout_stops_when_the_last_mark_comes_back() -> None:
             assert reports(call) == [ins.PlayoutStarted()]  # not all played yet
             media.marked(names[-1])
             assert reports(call) == [ins.PlayoutStopped()]
-            nursery.cancel_scope.cancel()
 
     run(body)
 
 
 def test_clear_counts_what_the_caller_did_not_hear_and_ignores_the_cleared_marks() -> None:
     async def body() -> None:
-        call = PhoneCall("rtc_test", "test", [])
-        media, line = PhoneMedia(call), RecordingLine()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(media.pace, line)
+        async with pacing() as (call, media, line):
             media.play(seconds(2.0))
             await trio.sleep(0.5)
             names = [str(name) for _, _, name in line.of("mark")]
@@ -118,24 +121,19 @@ def test_clear_counts_what_the_caller_did_not_hear_and_ignores_the_cleared_marks
             assert str(line.of("mark")[-1][2]).startswith("1:")
             await trio.sleep(0.5)
             assert len(line.of("media")) == sent_before + 5  # nothing of the cleared audio
-            nursery.cancel_scope.cancel()
 
     run(body)
 
 
 def test_a_line_that_echoes_no_marks_does_not_leave_the_playout_open() -> None:
     async def body() -> None:
-        call = PhoneCall("rtc_test", "test", [])
-        media, line = PhoneMedia(call), RecordingLine()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(media.pace, line)
+        async with pacing() as (call, media, _):
             media.play(seconds(0.5))
             await trio.sleep(0.5 + MARK_GRACE_S - 0.2)
             assert reports(call) == [ins.PlayoutStarted()]
             await trio.sleep(0.3)
             assert reports(call) == [ins.PlayoutStopped()]
             assert await media.clear() == 0  # nothing left unheard
-            nursery.cancel_scope.cancel()
 
     run(body)
 

@@ -23,6 +23,13 @@ from tests.realtime.harness import LiveServer, fake_pool, live_server
 from tests.realtime.test_phone import LONG_REPLY, base, health, sideband, wait_for
 
 
+def telnyx_keys() -> tuple[Ed25519PrivateKey, PhoneSettings]:
+    """A signing key for the stand-in, and settings checking with its public half."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key, PhoneSettings(telnyx_public_key=base64.b64encode(public).decode())
+
+
 async def refer(server: LiveServer, call_id: str, target: str) -> None:
     """The application refers the call (the server's API key is ``sk-app``)."""
     request = urllib.request.Request(
@@ -104,9 +111,7 @@ def test_a_referred_telnyx_call_is_dialled_by_the_redirect() -> None:
 
 
 def test_telnyx_signatures_are_checked_when_a_public_key_is_set() -> None:
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    phone = PhoneSettings(telnyx_public_key=base64.b64encode(public).decode())
+    key, phone = telnyx_keys()
     with live_server(fake_pool(1), phone=phone) as server:
 
         async def body() -> None:
@@ -166,9 +171,7 @@ def test_a_telnyx_stream_in_another_format_is_ended(media_format: dict[str, Any]
 
 
 def test_a_replayed_telnyx_webhook_is_refused() -> None:
-    key = Ed25519PrivateKey.generate()
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    phone = PhoneSettings(telnyx_public_key=base64.b64encode(public).decode())
+    key, phone = telnyx_keys()
     with live_server(fake_pool(2), phone=phone) as server:
 
         async def body() -> None:

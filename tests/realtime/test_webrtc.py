@@ -28,7 +28,7 @@ from realtime import Pipeline, PipelinePool
 from realtime.calls import CallSettings
 from realtime.rtc_media import FRAME_SAMPLES, OPUS_RATE, frame_to_mono
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
-from tests.realtime.harness import LiveServer, live_server
+from tests.realtime.harness import LiveServer, health, live_server
 from tests.support import validate_with_sdk
 
 LOOPBACK = CallSettings(host_addresses=("127.0.0.1",), connect_timeout_s=5.0)
@@ -142,11 +142,6 @@ def post(
     except urllib.error.HTTPError as error:
         headers = {k.lower(): v for k, v in error.headers.items()}
         return error.code, headers, error.read().decode()
-
-
-def health(server: LiveServer) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as response:
-        return dict(json.load(response))
 
 
 async def post_offer(

@@ -6,7 +6,6 @@ each in worker processes as the server runs them by default."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import urllib.request
@@ -23,7 +22,7 @@ from realtime.cli import build_worker_pool, parse_args
 from tests.engines import worker_fakes
 from tests.engines.test_workers import wait_for
 from tests.realtime.fakes import FakeLLM, FakeSTT, FakeTTS, FakeVAD
-from tests.realtime.harness import Client, LiveServer, live_server, session
+from tests.realtime.harness import Client, LiveServer, health, live_server, session
 
 #: eight words a sentence, so that speech starts while the LLM still writes
 SENTENCE = "This sentence has eight words in it."
@@ -62,11 +61,6 @@ def fake_server() -> Iterator[tuple[LiveServer, PipelinePool]]:
             yield server, pool
     finally:
         pool.close()
-
-
-def health(server: LiveServer) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5) as reply:
-        return dict(json.load(reply))
 
 
 def worker(pool: PipelinePool, name: str) -> EngineWorker:
